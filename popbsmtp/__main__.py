@@ -1,0 +1,5 @@
+"""Allow ``python -m popbsmtp``."""
+
+from popbsmtp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""Client addresses: parse what a server logged into the key smtpd looks up.
+
+smtpd looks an IPv4 client up as dotted quad and an IPv6 client as glibc's
+``inet_ntop()`` prints it; an IPv4-mapped IPv6 client is looked up as plain
+IPv4 (POSTFIX-FACTS.md).  Anything that is not one full host address
+(``unknown``, empty, a prefix, a zone id, a multicast or unspecified address)
+is refused here, because a partial key would authorize a whole network.
+This module does not decide *whether* an address may relay, only its key and
+whether it falls into the ignored networks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple
+
+import netaddr
+
+from popbsmtp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_MAX_TEXT = 64  # the longest IPv6 text form is 45 characters
+_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+class InvalidAddress(ValueError):
+    """The text is not one usable client host address; ``str()`` says why."""
+
+
+def postfix_key(text: str) -> str:
+    """Return the lookup key smtpd uses for ``text`` or raise InvalidAddress.
+
+    Only ASCII is accepted: ``inet_pton`` would otherwise see Unicode digits
+    that no server writes.  IPv6 brackets (``[::1]``) are accepted because
+    servers such as Cyrus and Courier write them.
+    """
+    if not text or len(text) > _MAX_TEXT or not text.isascii():
+        raise InvalidAddress("not an IP address")
+    if text[0] == "[" and text[-1] == "]":
+        text = text[1:-1]
+    if "%" in text:
+        raise InvalidAddress("IPv6 zone ids are never client addresses")
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, text)
+        except OSError:
+            raise InvalidAddress("not an IP address") from None
+        if packed.startswith(_MAPPED_PREFIX):
+            packed = packed[12:]
+    return _check_host(packed)
+
+
+def _check_host(packed: bytes) -> str:
+    """Refuse addresses that can never be one SMTP client, then format."""
+    if len(packed) == 4:
+        if packed[0] == 0:
+            raise InvalidAddress("0.0.0.0/8 is not a client address")
+        if packed == b"\xff\xff\xff\xff":
+            raise InvalidAddress("broadcast is not a client address")
+        if 224 <= packed[0] <= 239:
+            raise InvalidAddress("multicast is not a client address")
+        return socket.inet_ntop(socket.AF_INET, packed)
+    if packed == b"\x00" * 16:
+        raise InvalidAddress(":: is not a client address")
+    if packed[0] == 0xFF:
+        raise InvalidAddress("multicast is not a client address")
+    return socket.inet_ntop(socket.AF_INET6, packed)
+
+
+def normalise(text: str) -> Optional[str]:
+    """Like :func:`postfix_key` but returns None instead of raising."""
+    try:
+        return postfix_key(text)
+    except InvalidAddress:
+        return None
+
+
+@dataclass(frozen=True)
+class IgnoredNetworks:
+    """Networks whose clients never enter the table (usually ``mynetworks``).
+
+    They may relay anyway, so granting them only adds churn; ``describe``
+    is what ``check-config --explain`` and ``doctor`` print.
+    """
+
+    networks: netaddr.IPSet
+    describe: str
+
+    def __contains__(self, key: str) -> bool:
+        return netaddr.IPAddress(key) in self.networks
+
+    @classmethod
+    def none(cls) -> IgnoredNetworks:
+        return cls(netaddr.IPSet(), "none")
+
+
+def parse_networks(spec: str, *, postconf_dir: Optional[str] = None) -> IgnoredNetworks:
+    """Parse ``ignore_networks``: CIDRs, addresses, files, ``mynetworks``, ``none``.
+
+    ``mynetworks`` asks ``postconf -xh mynetworks`` (``-x`` expands ``$name``
+    references) so the daemon agrees with the running Postfix.
+    """
+    cidrs: List[str] = []
+    sources: List[str] = []
+    for word in _words(spec):
+        if word == "none":
+            continue
+        if word == "mynetworks":
+            value = _postconf_mynetworks(postconf_dir)
+            found, skipped = _collect(_words(value))
+            cidrs += found
+            sources.append(f"mynetworks = {value}" + (f" (skipped {skipped})" if skipped else ""))
+        elif word.startswith("/"):
+            cidrs += _read_file(word)
+            sources.append(word)
+        else:
+            cidrs.append(_cidr(word))
+            sources.append(word)
+    return IgnoredNetworks(netaddr.IPSet(cidrs), "; ".join(sources) or "none")
+
+
+def _words(value: str) -> List[str]:
+    return [w for w in re.split(r"[\s,]+", value) if w]
+
+
+def _cidr(word: str) -> str:
+    """Accept ``1.2.3.0/24``, ``[2001:db8::]/32`` (Postfix style) and hosts."""
+    text = re.sub(r"^\[([^\]]*)\]", r"\1", word)
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"{word!r} is not a network (CIDR) or address") from None
+    return str(net)
+
+
+def _collect(words: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """Keep what is a network; ``type:table`` entries cannot be expanded here."""
+    found: List[str] = []
+    skipped: List[str] = []
+    for word in words:
+        if word.startswith("/"):
+            found += _read_file(word)
+            continue
+        try:
+            found.append(_cidr(word))
+        except ConfigError:
+            skipped.append(word)
+    return found, skipped
+
+
+def _read_file(path: str) -> List[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read network list {path}: {exc.strerror}") from None
+    words = [w for line in text.splitlines() for w in _words(line.split("#", 1)[0])]
+    return [_cidr(w) for w in words]
+
+
+def _postconf_mynetworks(config_dir: Optional[str]) -> str:
+    if shutil.which("postconf") is None:
+        raise ConfigError(
+            "'mynetworks' needs Postfix's postconf, which is not installed; "
+            "list the networks explicitly or write 'none'",
+            key="ignore_networks",
+        )
+    cmd = ["postconf", "-xh"]
+    if config_dir:
+        cmd += ["-c", config_dir]
+    result = subprocess.run([*cmd, "mynetworks"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ConfigError(f"postconf mynetworks failed: {result.stderr.strip()}")
+    return result.stdout.strip()

@@ -1,0 +1,233 @@
+"""The one option schema, and reading it from files with exact provenance.
+
+Every option has a type, a default and help text; the schema drives parsing,
+validation, the shipped commented config file and ``check-config --explain``.
+Files are INI (stdlib configparser), section ``[popbsmtp]``: the main file,
+then ``conf.d/*.conf`` beside it in lexical order, then command-line flags.
+Every error names the file, line and key.  Nothing here touches the network,
+the log or the map; ``mynetworks`` is resolved when the daemon starts.
+"""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from popbsmtp import options as t
+from popbsmtp.distros import Distro, detect
+from popbsmtp.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/popbsmtp/popbsmtp.conf"
+SECTION = "popbsmtp"
+Default = Union[str, Callable[[Distro], Tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: Default
+    help: str
+
+
+def _default_map(_: Distro) -> Tuple[str, str]:
+    kind = "lmdb"
+    if shutil.which("postconf"):
+        out = subprocess.run(
+            ["postconf", "-h", "default_database_type"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        kind = out or kind
+    return f"{kind}:/etc/postfix/pop-before-smtp", f"postconf default_database_type = {kind}"
+
+
+SCHEMA: Tuple[Option, ...] = (
+    Option(
+        "logfile",
+        t.absolute_path,
+        lambda d: (d.logfile, f"distro {d.id}"),
+        "The mail log to follow.",
+    ),
+    Option(
+        "log_format",
+        t.log_format,
+        "auto",
+        "Syslog timestamp format: auto, rfc3164 (Nov 27 04:48:08) or rfc3339.",
+    ),
+    Option(
+        "profiles",
+        t.word_list,
+        "auto",
+        "POP/IMAP server profiles (comma list, see 'popbsmtp profiles'), or auto for all.",
+    ),
+    Option(
+        "map",
+        t.map_spec,
+        _default_map,
+        "The Postfix table, TYPE:/path, as written in check_client_access.",
+    ),
+    Option("map_value", t.map_value, "OK", "The value written for each client (OK, RELAY, ...)."),
+    Option("map_mode", t.file_mode, "0644", "File mode of the table (Postfix must read it)."),
+    Option("map_owner", t.text, "", "Owner of the table file (empty: the daemon's user)."),
+    Option("map_group", t.text, "", "Group of the table file (empty: the daemon's group)."),
+    Option(
+        "grace",
+        t.duration,
+        "30m",
+        "How long a client may relay after its login (s, m, h, e.g. 30m).",
+    ),
+    Option(
+        "ignore_networks",
+        t.text,
+        "mynetworks",
+        "Clients never entered: CIDRs, /files, 'mynetworks' (asks postconf) or 'none'.",
+    ),
+    Option(
+        "max_entries",
+        t.positive_int,
+        "100000",
+        "Most clients in the table; new logins are refused (and logged) when full.",
+    ),
+    Option("max_line_length", t.positive_int, "8192", "Longer log lines are counted and skipped."),
+    Option(
+        "state_dir",
+        t.absolute_path,
+        "/var/lib/popbsmtp",
+        "Where grants and the log position are kept.",
+    ),
+    Option(
+        "poll_interval",
+        t.duration,
+        "2s",
+        "Safety poll of the log and the map, in case a file event is lost.",
+    ),
+    Option("log_level", t.log_level, "info", "debug, info, warning or error."),
+)
+BY_NAME = {opt.name: opt for opt in SCHEMA}
+
+
+class Settings:
+    """Effective values as attributes, and where each one came from."""
+
+    def __init__(self, values: Dict[str, Any], sources: Dict[str, str], raw: Dict[str, str]):
+        self.__dict__.update(values)
+        self.sources = sources
+        self.raw = raw
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the schema does not define.
+        raise AttributeError(f"no configuration option {name!r}")
+
+    def explain(self) -> List[Tuple[str, str, str]]:
+        return [(o.name, self.raw[o.name], self.sources[o.name]) for o in SCHEMA]
+
+
+def config_files(main: str) -> List[str]:
+    directory = os.path.join(os.path.dirname(main), "conf.d")
+    return [main, *sorted(glob.glob(os.path.join(glob.escape(directory), "*.conf")))]
+
+
+def load(
+    path: Optional[str] = None,
+    overrides: Optional[Dict[str, str]] = None,
+    distro: Optional[Distro] = None,
+) -> Settings:
+    """Read the config; ``path=None`` means the default file, which may be absent."""
+    main = path or DEFAULT_CONFIG
+    if path is not None and not os.path.exists(path):
+        raise ConfigError(f"config file {path} does not exist")
+    raw: Dict[str, Tuple[str, str]] = {}
+    for name in config_files(main):
+        if os.path.exists(name):
+            raw.update(_read(name))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = (value, "command line")
+    return _resolve(raw, distro or detect())
+
+
+def _read(path: str) -> Dict[str, Tuple[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        parser.read_string(text, source=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file: {exc}", source=path) from None
+    except configparser.Error as exc:
+        line = getattr(exc, "lineno", None)
+        where = f"{path}:{line}" if line else path
+        raise ConfigError(_first_line(exc), source=where) from None
+    lines = _key_lines(text)
+    found: Dict[str, Tuple[str, str]] = {}
+    for section in parser.sections():
+        if section != SECTION:
+            line = lines.get((section, None), 0)
+            raise ConfigError(
+                f"unknown section [{section}] (use [{SECTION}])", source=f"{path}:{line}"
+            )
+        for key, value in parser.items(section):
+            where = f"{path}:{lines.get((section, key), 0)}"
+            if key not in BY_NAME:
+                raise ConfigError(
+                    f"unknown key; known keys: {', '.join(BY_NAME)}", key=key, source=where
+                )
+            found[key] = (value, where)
+    return found
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _key_lines(text: str) -> Dict[Tuple[str, Optional[str]], int]:
+    lines: Dict[Tuple[str, Optional[str]], int] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        head = re.match(r"\s*\[([^\]]+)\]", line)
+        if head:
+            section = head.group(1).strip()
+            lines.setdefault((section, None), number)
+            continue
+        key = re.match(r"([^\s=:#;][^=:]*?)\s*[=:]", line)
+        if key:
+            lines[(section, key.group(1).strip().lower())] = number
+    return lines
+
+
+def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    texts: Dict[str, str] = {}
+    for opt in SCHEMA:
+        if opt.name in raw:
+            text, source = raw[opt.name]
+        elif callable(opt.default):
+            text, source = opt.default(distro)
+        else:
+            text, source = opt.default, "default"
+        try:
+            values[opt.name] = opt.parse(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=opt.name, source=source) from None
+        sources[opt.name], texts[opt.name] = source, text.strip()
+    return Settings(values, sources, texts)
+
+
+def render_default_config() -> str:
+    """The shipped ``popbsmtp.conf``: every option, commented, at its default."""
+    out = [
+        "# popbsmtp configuration.  Every option is shown at its default;",
+        "# uncomment and change what you need.  See popbsmtp.conf(5).",
+        "",
+        f"[{SECTION}]",
+    ]
+    for opt in SCHEMA:
+        default = opt.default if isinstance(opt.default, str) else "(distribution default)"
+        out += ["", f"# {opt.help}", f"#{opt.name} = {default}"]
+    return "\n".join(out) + "\n"

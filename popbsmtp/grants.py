@@ -1,0 +1,146 @@
+"""The grant table: which client address may relay until when.
+
+This is the truth the Postfix map is projected from.  It records its own
+pending changes (keys to add to / delete from the map) so the writer only
+touches what changed, and keeps a heap of expiry times so the reaper knows
+exactly when the next entry falls due.  It does not read logs or write maps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+from popbsmtp.addresses import IgnoredNetworks
+from popbsmtp.matcher import Login
+
+log = logging.getLogger(__name__)
+
+
+class Grant:
+    """One authorized address; ``__slots__`` keeps 100k of them small."""
+
+    __slots__ = ("ip", "expires", "profile", "rule")
+
+    def __init__(self, ip: str, expires: float, profile: str, rule: str) -> None:
+        self.ip = ip
+        self.expires = expires
+        self.profile = profile
+        self.rule = rule
+
+    def as_row(self) -> Tuple[str, float, str, str]:
+        return (self.ip, self.expires, self.profile, self.rule)
+
+
+def refusal(login: Login, now: float, grace: float, ignored: IgnoredNetworks) -> Optional[str]:
+    """Why ``login`` must not be granted, or None when it may be.
+
+    Shared by the daemon and ``popbsmtp test`` so both tell the same story.
+    """
+    if login.ip is None:
+        return f"invalid address {login.raw_ip!r}: {login.invalid or 'no address'}"
+    if login.ip in ignored:
+        return "ignored network"
+    if login.time + grace <= now:
+        return "too old"
+    return None
+
+
+class GrantTable:
+    """Grants by Postfix key, with pending map changes and an expiry heap."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._grants: Dict[str, Grant] = {}
+        self._heap: List[Tuple[float, str]] = []
+        self._added: Set[str] = set()
+        self._removed: Set[str] = set()
+        self.refused_full = 0
+
+    def __len__(self) -> int:
+        return len(self._grants)
+
+    def __contains__(self, ip: str) -> bool:
+        return ip in self._grants
+
+    def __iter__(self) -> Iterator[Grant]:
+        return iter(list(self._grants.values()))
+
+    def get(self, ip: str) -> Optional[Grant]:
+        return self._grants.get(ip)
+
+    def grant(self, ip: str, expires: float, profile: str, rule: str) -> bool:
+        """Add or extend a grant; never shortens one.  False when refused (full)."""
+        current = self._grants.get(ip)
+        if current is not None:
+            if expires > current.expires:
+                current.expires = expires
+                current.profile, current.rule = profile, rule
+                heapq.heappush(self._heap, (expires, ip))
+            return True
+        if len(self._grants) >= self.max_entries:
+            self.refused_full += 1
+            log.warning("grant table full (%d entries): not granting %s", self.max_entries, ip)
+            return False
+        self._grants[ip] = Grant(ip, expires, profile, rule)
+        heapq.heappush(self._heap, (expires, ip))
+        self._note(ip, added=True)
+        return True
+
+    def remove(self, ip: str) -> bool:
+        if self._grants.pop(ip, None) is None:
+            return False
+        self._note(ip, added=False)
+        return True
+
+    def clear(self) -> int:
+        count = len(self._grants)
+        for ip in list(self._grants):
+            self.remove(ip)
+        self._heap.clear()
+        return count
+
+    def expire(self, now: float) -> List[str]:
+        """Drop every grant whose expiry is ``<= now``; return their keys."""
+        gone: List[str] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires, ip = heapq.heappop(heap)
+            grant = self._grants.get(ip)
+            if grant is not None and grant.expires == expires:
+                del self._grants[ip]
+                self._note(ip, added=False)
+                gone.append(ip)
+        return gone
+
+    def next_expiry(self) -> Optional[float]:
+        """When the earliest grant falls due (stale heap entries are dropped)."""
+        heap = self._heap
+        while heap:
+            expires, ip = heap[0]
+            grant = self._grants.get(ip)
+            if grant is not None and grant.expires == expires:
+                return expires
+            heapq.heappop(heap)
+        return None
+
+    def _note(self, ip: str, *, added: bool) -> None:
+        if added:
+            self._removed.discard(ip)
+            self._added.add(ip)
+        else:
+            self._added.discard(ip)
+            self._removed.add(ip)
+
+    def take_changes(self) -> Tuple[Set[str], Set[str]]:
+        """Keys to add to and delete from the map since the last call."""
+        added, removed = self._added, self._removed
+        self._added, self._removed = set(), set()
+        return added, removed
+
+    def keys(self) -> Set[str]:
+        return set(self._grants)
+
+    def rows(self) -> List[Tuple[str, float, str, str]]:
+        return [g.as_row() for g in self._grants.values()]

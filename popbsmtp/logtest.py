@@ -1,0 +1,115 @@
+"""``popbsmtp test``: run the matcher over a log and show what it would do.
+
+Like ``fail2ban-regex``: every recognised login or logout is reported, with
+why the daemon would *not* grant it (ignored network, too old, invalid
+address) — whatever its age — then a summary per rule, the unparseable
+lines, and lines that look like POP/IMAP logins but matched no rule, so an
+administrator can see format drift and report it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import IO, Any, Dict, Iterable, List, Optional, TextIO
+
+from popbsmtp.addresses import IgnoredNetworks
+from popbsmtp.grants import refusal
+from popbsmtp.matcher import Login, Matcher
+
+# Words POP/IMAP servers use for a successful login; used only to point out
+# lines that matched nothing, never to grant.
+_LOOKS_LIKE_LOGIN = re.compile(
+    rb"(?i)(?<!failed )(?<!bad)\b(?:login|logged in|authenticated|auth ok|user login)\b"
+)
+_FAILURE = re.compile(rb"(?i)fail|bad|invalid|denied|error|aborted|disconnected \(")
+MAX_MISSES = 20
+
+
+def iso(stamp: float) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat()
+
+
+def run_test(
+    lines: Iterable[bytes],
+    matcher: Matcher,
+    *,
+    now: float,
+    grace: float,
+    ignored: IgnoredNetworks,
+    out: TextIO,
+    as_json: bool,
+) -> Dict[str, Any]:
+    misses: List[int] = []
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip(b"\n")
+        login = matcher.match(line, now)
+        if login is None:
+            if len(misses) < MAX_MISSES and _looks_like_login(line):
+                misses.append(number)
+            continue
+        reason = refusal(login, now, grace, ignored) if login.event == "login" else None
+        _report(out, number, login, reason, as_json)
+    stats = matcher.stats
+    summary = {
+        "lines": stats.lines,
+        "candidates": stats.candidates,
+        "unparseable": stats.unparseable,
+        "overlong": stats.overlong,
+        "matched": dict(sorted(stats.matched.items())),
+        "profiles_matched": sorted({k.split("/")[0] for k in stats.matched}),
+        "unrecognised_login_lines": misses,
+    }
+    if as_json:
+        out.write(json.dumps({"summary": summary}) + "\n")
+    else:
+        _print_summary(out, summary)
+    return summary
+
+
+def _looks_like_login(line: bytes) -> bool:
+    return bool(_LOOKS_LIKE_LOGIN.search(line)) and not _FAILURE.search(line)
+
+
+def _report(out: TextIO, number: int, login: Login, reason: Optional[str], as_json: bool) -> None:
+    if as_json:
+        record = {
+            "line": number,
+            "ip": login.ip,
+            "raw_ip": login.raw_ip,
+            "profile": login.profile,
+            "rule": login.rule,
+            "event": login.event,
+            "session": login.session,
+            "time": iso(login.time),
+            "ignored": reason,
+        }
+        out.write(json.dumps(record) + "\n")
+        return
+    note = f"  (not granted: {reason})" if reason else ""
+    ip = login.ip or login.raw_ip or "-"
+    out.write(f"{number}: {iso(login.time)} {login.event} {ip} {login.rule_id}{note}\n")
+
+
+def _print_summary(out: TextIO, summary: Dict[str, Any]) -> None:
+    out.write(
+        f"\nLines read: {summary['lines']}, candidates: {summary['candidates']}, "
+        f"unparseable: {summary['unparseable']}, overlong: {summary['overlong']}\n"
+    )
+    if summary["matched"]:
+        out.write("Matched per rule:\n")
+        for rule, count in summary["matched"].items():
+            out.write(f"  {rule}: {count}\n")
+    else:
+        out.write("No POP/IMAP logins found.\n")
+    if summary["unrecognised_login_lines"]:
+        numbers = ", ".join(map(str, summary["unrecognised_login_lines"]))
+        out.write(
+            f"Lines that look like logins but matched no rule: {numbers}\n"
+            "  (if they are successful logins, please report the format)\n"
+        )
+
+
+def open_input(name: str, stdin: IO[bytes]) -> IO[bytes]:
+    return stdin if name == "-" else open(name, "rb")  # noqa: SIM115

@@ -1,0 +1,123 @@
+"""Keep the Postfix table equal to the grant table, whatever happens to it.
+
+Normally each batch's changes are applied incrementally.  When a write
+fails (directory not writable, disk full), the keeper logs once, backs off
+(1 s doubling to 60 s) and then reconciles the whole table; the same happens
+when the table file vanished or was replaced, and every few minutes as a
+check.  It never raises out of :meth:`publish`: tailing goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+from popbsmtp.config import Settings
+from popbsmtp.errors import MapError, StartupError
+from popbsmtp.grants import GrantTable
+from popbsmtp.maps import MapOptions, MapSpec, MapWriter, open_writer
+
+log = logging.getLogger(__name__)
+
+VERIFY_INTERVAL = 300.0
+MAX_BACKOFF = 60.0
+
+
+def writer_for(settings: Settings, dry_run: bool = False) -> MapWriter:
+    spec: MapSpec = settings.map
+    if dry_run:
+        spec = MapSpec("memory", spec.path)
+    options = MapOptions(settings.map_mode, settings.map_owner, settings.map_group)
+    return open_writer(spec, settings.map_value, options)
+
+
+class MapKeeper:
+    def __init__(
+        self, settings: Settings, dry_run: bool = False, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.dry_run = dry_run
+        self.clock = clock
+        self.writer: Optional[MapWriter] = None
+        self.dirty = True
+        self.retry_at: Optional[float] = None
+        self.backoff = 1.0
+        self.writes = 0
+        self.last_error = ""
+        self.last_write = 0.0
+        self._verify_at = 0.0
+
+    def open(self) -> None:
+        try:
+            self.writer = writer_for(self.settings, self.dry_run)
+        except MapError as exc:
+            raise StartupError(str(exc)) from None
+
+    def describe(self) -> str:
+        return "memory (dry run)" if self.dry_run else str(self.settings.map)
+
+    def publish(self, table: GrantTable, now: float) -> None:
+        added, removed = table.take_changes()
+        if self.retry_at is not None and now < self.retry_at:
+            return
+        if self.writer is not None and not self.writer.healthy():
+            log.warning("%s vanished or was replaced; rebuilding it", self.describe())
+            self.dirty = True
+        try:
+            if not self.dirty:
+                if added or removed:
+                    assert self.writer is not None
+                    self.writer.apply(added, removed)
+                    self._written()
+                if now >= self._verify_at:
+                    self._verify_at = now + VERIFY_INTERVAL
+                    self.dirty = self._disagrees(table)
+            if self.dirty:
+                self.reconcile(table)
+        except MapError as exc:
+            self._failed(str(exc), now)
+
+    def reconcile(self, table: GrantTable) -> None:
+        """Make the table file hold exactly the grants (reopening it if needed)."""
+        if self.writer is None or not self.writer.healthy():
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            self.writer = writer_for(self.settings, self.dry_run)
+        self.writer.replace(table.keys())
+        self._written()
+        self._verify_at = self.clock() + VERIFY_INTERVAL
+        if self.last_error:
+            log.info("%s is written again", self.describe())
+            self.last_error = ""
+        self.dirty = False
+
+    def _disagrees(self, table: GrantTable) -> bool:
+        try:
+            assert self.writer is not None
+            differs = self.writer.keys() != table.keys()
+        except MapError:
+            return True
+        if differs:
+            log.warning("%s differs from the grant table; rebuilding it", self.describe())
+        return differs
+
+    def _written(self) -> None:
+        self.writes += 1
+        self.last_write = self.clock()
+        self.retry_at = None
+        self.backoff = 1.0
+
+    def _failed(self, message: str, now: float) -> None:
+        if message != self.last_error:
+            log.error("%s (retrying)", message)
+        self.last_error = message
+        self.dirty = True
+        self.retry_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,116 @@
+"""Postfix lookup tables the grant table is projected into.
+
+One module per backend, named by the table type the administrator writes in
+``map = TYPE:/path``; each module lists its ``TYPES`` and defines a
+``Writer``.  The registry refuses unknown types with the list of known ones.
+The map is never the truth: a writer can always be rebuilt from the grants.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Collection, Dict, Set, Type
+
+from popbsmtp.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """``TYPE:/path`` as Postfix spells it; ``path`` is without suffix."""
+
+    type: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.path}"
+
+    @classmethod
+    def parse(cls, text: str) -> MapSpec:
+        match = re.fullmatch(r"([a-z0-9_]+):(/[^\s\0]+)", text.strip())
+        if not match:
+            raise ConfigError(f"{text!r} is not a Postfix table TYPE:/absolute/path")
+        return cls(match.group(1), match.group(2))
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """How files are created: mode and optional owner/group for Postfix to read."""
+
+    mode: int = 0o644
+    owner: str = ""
+    group: str = ""
+
+
+class MapWriter(ABC):
+    """Write a set of client keys, all with one value, into a Postfix table.
+
+    Implementations must never let a Postfix reader see a torn table and must
+    create the table in :meth:`open` so smtpd never finds it missing.
+    """
+
+    def __init__(self, spec: MapSpec, value: str, options: MapOptions = MapOptions()) -> None:
+        self.spec = spec
+        self.value = value
+        self.options = options
+
+    @abstractmethod
+    def open(self) -> None:
+        """Create the table if missing (empty) and get ready to write."""
+
+    @abstractmethod
+    def apply(self, add: Collection[str], remove: Collection[str]) -> None:
+        """Add and delete keys; raise :class:`MapError` on failure."""
+
+    def replace(self, keys: Collection[str]) -> None:
+        """Make the table hold exactly ``keys`` (reconcile)."""
+        current = self.keys()
+        wanted = set(keys)
+        self.apply(wanted - current, current - wanted)
+
+    @abstractmethod
+    def keys(self) -> Set[str]:
+        """Read back the keys the table holds now."""
+
+    def healthy(self) -> bool:
+        """False when the table file vanished or was replaced behind our back."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - most writers hold nothing open
+        """Release files; the table stays in place for Postfix."""
+
+    @property
+    def files(self) -> Collection[str]:
+        """The file(s) Postfix reads, for messages and ``doctor``."""
+        return ()
+
+
+def _discover() -> Dict[str, Type[MapWriter]]:
+    found: Dict[str, Type[MapWriter]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for name in getattr(module, "TYPES", ()):
+            found[name] = module.Writer
+    return found
+
+
+def writer_class(kind: str) -> Type[MapWriter]:
+    """The writer for a table type, or a ConfigError naming the known ones."""
+    known = _discover()
+    if kind not in known:
+        raise ConfigError(
+            f"table type {kind!r} is not supported; supported: {', '.join(sorted(known))}",
+            key="map",
+        )
+    return known[kind]
+
+
+def open_writer(spec: MapSpec, value: str, options: MapOptions = MapOptions()) -> MapWriter:
+    writer = writer_class(spec.type)(spec, value, options)
+    writer.open()
+    return writer

@@ -1,0 +1,49 @@
+"""File-safety helpers shared by the table writers (not a table type itself).
+
+Tables are created ``0644`` (configurable) so Postfix's unprivileged
+processes can read them, never group/world-writable, and never through a
+symlink an attacker could plant in the map directory.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from typing import TYPE_CHECKING, Any
+
+from popbsmtp.errors import MapError
+
+if TYPE_CHECKING:
+    from popbsmtp.maps import MapOptions
+
+
+def check_plain_file(path: str) -> None:
+    """Refuse a table path that is a symlink or not a regular file."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise MapError(f"{path} is a symbolic link; refusing to write through it")
+    if not stat.S_ISREG(info.st_mode):
+        raise MapError(f"{path} is not a regular file")
+    if info.st_mode & 0o022 and info.st_uid == os.geteuid():
+        os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
+
+
+def apply_ownership(path: str, options: MapOptions) -> None:
+    """chown to the configured owner/group (names or numbers), if any."""
+    if not options.owner and not options.group:
+        return
+    uid = _resolve(options.owner, pwd.getpwnam, "user") if options.owner else -1
+    gid = _resolve(options.group, grp.getgrnam, "group") if options.group else -1
+    os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _resolve(name: str, lookup: Any, what: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        entry = lookup(name)
+    except KeyError:
+        raise MapError(f"unknown {what} {name!r} for the table") from None
+    return entry[2]

@@ -1,0 +1,134 @@
+"""Turn raw log lines into :class:`Login` events using the selected profiles.
+
+A cheap prefilter (one regex over the literal needles of every rule) runs on
+each raw line first; only candidates get their envelope parsed and their
+program's rules tried.  The matcher decides *what a line says*; whether the
+address may relay is :mod:`popbsmtp.grants`' decision.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from popbsmtp.addresses import InvalidAddress, postfix_key
+from popbsmtp.profiles import Profile, Rule
+from popbsmtp.syslog import Envelope, EnvelopeParser
+
+
+@dataclass(frozen=True)
+class Login:
+    """A recognised login or logout.
+
+    ``ip`` is the Postfix key, or None when the logged text is no usable
+    address (then ``invalid`` says why).  ``session`` links a logout to its
+    login for servers whose logout lines carry no address.
+    """
+
+    time: float
+    ip: Optional[str]
+    raw_ip: Optional[str]
+    profile: str
+    rule: str
+    event: str
+    session: Optional[str] = None
+    invalid: Optional[str] = None
+
+    @property
+    def rule_id(self) -> str:
+        return f"{self.profile}/{self.rule}"
+
+
+@dataclass
+class MatchStats:
+    """Counters for ``popbsmtp test``, USR1 statistics and ``doctor``."""
+
+    lines: int = 0
+    candidates: int = 0
+    unparseable: int = 0
+    overlong: int = 0
+    matched: Counter = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.matched is None:
+            self.matched = Counter()
+
+
+class Matcher:
+    """Match lines against profiles; stateless apart from its counters."""
+
+    def __init__(
+        self,
+        profiles: Sequence[Profile],
+        parser: Optional[EnvelopeParser] = None,
+        max_line_length: int = 8192,
+    ) -> None:
+        self.profiles = list(profiles)
+        self.parser = parser or EnvelopeParser()
+        self.max_line_length = max_line_length
+        self.stats = MatchStats()
+        self._by_program: Dict[str, List[Tuple[Profile, Rule]]] = {}
+        needles = set()
+        for profile in self.profiles:
+            for rule in profile.rules:
+                needles.add(rule.needle)
+                for program in rule.programs:
+                    self._by_program.setdefault(program, []).append((profile, rule))
+        pattern = b"|".join(re.escape(n.encode()) for n in sorted(needles)) or rb"(?!x)x"
+        self._prefilter = re.compile(pattern)
+
+    def is_candidate(self, line: bytes) -> bool:
+        """True when some rule could match (raw bytes: no decoding yet)."""
+        self.stats.lines += 1
+        if len(line) > self.max_line_length:
+            self.stats.overlong += 1
+            return False
+        return self._prefilter.search(line) is not None
+
+    def match(self, line: bytes, now: float) -> Optional[Login]:
+        """Return the event a raw line (without newline) describes, or None."""
+        if not self.is_candidate(line):
+            return None
+        self.stats.candidates += 1
+        # Invalid UTF-8 becomes U+FFFD, which no address or rule accepts.
+        envelope = self.parser.parse(line.decode("utf-8", "replace").rstrip("\r"), now)
+        if envelope is None:
+            self.stats.unparseable += 1
+            return None
+        return self.match_envelope(envelope)
+
+    def match_envelope(self, envelope: Envelope) -> Optional[Login]:
+        for profile, rule in self._by_program.get(envelope.program, ()):
+            found = rule.regex.fullmatch(envelope.message)
+            if found is None:
+                continue
+            self.stats.matched[f"{profile.name}/{rule.name}"] += 1
+            return _login(envelope, profile, rule, found)
+        return None
+
+
+def _login(envelope: Envelope, profile: Profile, rule: Rule, found: re.Match) -> Login:
+    groups = found.groupdict()
+    raw_ip = groups.get("ip")
+    ip: Optional[str] = None
+    invalid: Optional[str] = None
+    if raw_ip is not None:
+        try:
+            ip = postfix_key(raw_ip)
+        except InvalidAddress as exc:
+            invalid = str(exc)
+    session = groups.get("session")
+    if rule.session == "pid" and envelope.pid is not None:
+        session = f"{envelope.host}/{envelope.program}[{envelope.pid}]"
+    return Login(
+        time=envelope.time,
+        ip=ip,
+        raw_ip=raw_ip,
+        profile=profile.name,
+        rule=rule.name,
+        event=rule.event,
+        session=session,
+        invalid=invalid,
+    )

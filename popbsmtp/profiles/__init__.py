@@ -1,0 +1,120 @@
+"""Server profiles: what a successful login (and logout) of each server looks like.
+
+One module per POP/IMAP server, named by the word the administrator writes
+in ``profiles =``; each defines ``PROFILE``.  The registry below discovers
+them, so adding a server is adding one file.  Rules are short regexes matched
+against the syslog *message* (envelope already stripped) with two
+placeholders, ``{ip}`` and ``{user}``; they must be anchored at both ends and
+take the address from a field the server writes after user text is closed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from popbsmtp.errors import ConfigError
+
+LOGIN = "login"
+LOGOUT = "logout"
+
+# Candidate address text; postfix_key() decides if it is one host address.
+IP = r"(?P<ip>[0-9A-Fa-f:.]{2,45})"
+# Bounded so that a hostile name cannot make matching quadratic without limit.
+USER = r"(?P<user>.{0,512})"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line shape of one server.
+
+    ``programs`` are syslog tags the rule applies to (``prog`` in
+    ``prog[pid]:``); ``needle`` is a literal every matching message contains,
+    used by the prefilter before any regex runs.  ``session`` names how a
+    logout is tied to its login: ``"ip"`` when the logout line carries the
+    address, ``"session"`` when it carries a ``(?P<session>…)`` group,
+    ``"pid"`` when the syslog pid is the only link.
+    """
+
+    name: str
+    programs: Tuple[str, ...]
+    pattern: str
+    needle: str
+    event: str = LOGIN
+    session: Optional[str] = None
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        source = self.pattern.replace("{ip}", IP).replace("{user}", USER)
+        object.__setattr__(self, "regex", re.compile(source, re.ASCII | re.DOTALL))
+        if self.event not in (LOGIN, LOGOUT):
+            raise ValueError(f"rule {self.name}: event must be login or logout")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A real log line and what the profile must make of it.
+
+    ``ip`` is the expected Postfix key, or None for a line that must yield
+    nothing (failed login, injection attempt, forgery).
+    """
+
+    line: str
+    ip: Optional[str]
+    rule: Optional[str] = None
+    event: str = LOGIN
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    rules: Tuple[Rule, ...]
+    examples: Tuple[Example, ...]
+
+
+def _discover() -> Dict[str, Profile]:
+    found: Dict[str, Profile] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        profile = getattr(module, "PROFILE", None)
+        if isinstance(profile, Profile):
+            found[profile.name] = profile
+    return dict(sorted(found.items()))
+
+
+_REGISTRY: Optional[Dict[str, Profile]] = None
+
+
+def registry() -> Dict[str, Profile]:
+    """All profiles by name (imported once, on first use)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _discover()
+    return _REGISTRY
+
+
+def select(names: List[str]) -> List[Profile]:
+    """Profiles for the ``profiles =`` words; ``auto`` means all of them.
+
+    An unknown name is an error that lists the known ones: no silent fallback.
+    """
+    known = registry()
+    if not names or names == ["auto"]:
+        return list(known.values())
+    chosen: List[Profile] = []
+    for name in names:
+        if name == "auto":
+            raise ConfigError("'auto' cannot be combined with profile names", key="profiles")
+        if name not in known:
+            raise ConfigError(
+                f"unknown profile {name!r}; known: {', '.join(known)}", key="profiles"
+            )
+        chosen.append(known[name])
+    return chosen

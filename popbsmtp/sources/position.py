@@ -1,0 +1,105 @@
+"""The read position in a log file, and how to recognise that file again.
+
+A position is (device, inode, offset) plus a digest of the file's first
+bytes: inodes are reused after delete+create, so the digest tells a new
+file from the one we were reading.  It also finds where a rotated file went
+(same inode under another name, or a copytruncate copy with the same head)
+so the rest of it can be read before the new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
+
+HEAD_BYTES = 256
+
+
+@dataclass(frozen=True)
+class Position:
+    path: str
+    dev: int
+    inode: int
+    offset: int
+    head_len: int
+    head: str
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> Position:
+        return cls(
+            path=str(data["path"]),
+            dev=int(data["dev"]),
+            inode=int(data["inode"]),
+            offset=int(data["offset"]),
+            head_len=int(data["head_len"]),
+            head=str(data["head"]),
+        )
+
+
+def head_digest(fd: int, length: int) -> str:
+    """Digest of the first ``length`` bytes ("" when the file is shorter)."""
+    data = os.pread(fd, length, 0)
+    if len(data) < length:
+        return ""
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def position_of(path: str, fd: int, offset: int) -> Position:
+    info = os.fstat(fd)
+    head_len = min(HEAD_BYTES, offset)
+    return Position(path, info.st_dev, info.st_ino, offset, head_len, head_digest(fd, head_len))
+
+
+def same_file(position: Position, fd: int) -> bool:
+    """True when ``fd`` is the file the position was taken in, not a reuse."""
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) != (position.dev, position.inode):
+        return False
+    if info.st_size < position.offset:
+        return False
+    return head_digest(fd, position.head_len) == position.head
+
+
+def find_rotated(position: Position, directory: str) -> Optional[int]:
+    """Open the file the position belongs to if it now lives under another name.
+
+    Looks in the log's directory for a plain (uncompressed) sibling with the
+    saved inode (rename rotation) or, failing that, with the saved head and
+    at least ``offset`` bytes (a copytruncate copy).  Returns an open fd.
+    """
+    base = os.path.basename(position.path)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(base) and n != base)
+    except OSError:
+        return None
+    by_head = None
+    for name in names:
+        if name.endswith((".gz", ".bz2", ".xz", ".zst", ".lz4")):
+            continue
+        full = os.path.join(directory, name)
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and same_file(position, fd):
+            if by_head is not None:
+                os.close(by_head)
+            return fd
+        if (
+            by_head is None
+            and stat.S_ISREG(info.st_mode)
+            and info.st_size >= position.offset
+            and head_digest(fd, position.head_len) == position.head
+            and position.head_len > 0
+        ):
+            by_head = fd
+            continue
+        os.close(fd)
+    return by_head
