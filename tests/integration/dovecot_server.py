@@ -110,16 +110,56 @@ def _poll(ready, deadline: float, what: str, alive=None) -> None:
         time.sleep(POLL_INTERVAL)
 
 
+def _descendants(pid: int) -> List[Tuple[int, str]]:
+    """(pid, start time) of every process below pid, from /proc."""
+    children: Dict[int, List[Tuple[int, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    # Fields after the parenthesised command name: state ppid ... starttime.
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append((int(entry), fields[19]))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _same_process_alive(pid: int, start_time: str) -> bool:
+    """True while pid still names the process that had start_time (no PID reuse)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19] == start_time
+    except OSError:
+        return False
+
+
 def _stop_process(proc: Optional[subprocess.Popen]) -> None:
-    """SIGTERM our own child by PID, SIGKILL if it outlives the deadline."""
+    """SIGTERM our own child by PID, then wait for it and everything it forked.
+
+    Dovecot's master exits before its service processes do; they follow a moment
+    later, so they are waited for (and SIGKILLed by PID if they outlive the deadline).
+    """
     if proc is None or proc.poll() is not None:
         return
+    family = _descendants(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=STOP_DEADLINE)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=STOP_DEADLINE)
+    alive = lambda: [p for p in family if _same_process_alive(*p)]  # noqa: E731
+    with contextlib.suppress(TimeoutError):
+        _poll(lambda: not alive(), STOP_DEADLINE, "dovecot's service processes to exit")
+    for pid, _ in alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class DovecotServer:
@@ -294,6 +334,9 @@ class DovecotServer:
     def _dovecot_conf(self, run: Path, mail: Path, passwd: Path, nobody) -> str:
         chars = "" if self.username_chars is None else f"auth_username_chars = {self.username_chars}\n"
         log = "syslog" if self.syslog else str(self.log_path)
+        # The anvil listener is off to disable the per-IP auth penalty (up to 15 s per
+        # failed login from one IP); auth_failure_delay = 0 likewise keeps tests fast.
+        # auth runs as root because it reads the passwd-file from pytest's 0700 tree.
         # Dovecot refuses mail access as root, so mail processes run as nobody inside
         # mail_chroot: pytest's 0700 temp directories are not traversable by nobody, but
         # the chroot is entered while still root.
@@ -319,6 +362,14 @@ passdb {{
 userdb {{
   driver = passwd-file
   args = {passwd}
+}}
+service auth {{
+  user = root
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service imap-login {{
   inet_listener imap {{

@@ -1,0 +1,23 @@
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for sub in ("", "integration"):
+    path = os.path.join(HERE, sub)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def pf_tmp():
+    """A temp dir Postfix's unprivileged processes can traverse (pytest's is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="popbsmtp-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""Shared test helpers: polling with a deadline, config files, log lines, daemons."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def write_config(directory: Path, **options: object) -> Path:
+    """A config in ``directory`` with test defaults (no mynetworks, local state)."""
+    values = {
+        "logfile": directory / "mail.log",
+        "map": f"lmdb:{directory}/pbs",
+        "state_dir": directory / "state",
+        "ignore_networks": "none",
+        "poll_interval": "1s",
+    }
+    values.update(options)
+    text = "[popbsmtp]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+    path = directory / "popbsmtp.conf"
+    path.write_text(text)
+    return path
+
+
+def rfc3339(stamp: Optional[float] = None) -> str:
+    stamp = time.time() if stamp is None else stamp
+    frac = f"{stamp % 1:.6f}"[1:]
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + frac + "+00:00"
+
+
+def bsd(stamp: Optional[float] = None) -> str:
+    stamp = time.time() if stamp is None else stamp
+    return time.strftime("%b %e %H:%M:%S", time.localtime(stamp))
+
+
+def dovecot_login(ip: str, stamp: Optional[float] = None, user: str = "alice",
+                  service: str = "imap", traditional: bool = False) -> str:
+    when = bsd(stamp) if traditional else rfc3339(stamp)
+    return (
+        f"{when} mail dovecot: {service}-login: Login: user=<{user}>, method=PLAIN, "
+        f"rip={ip}, lip=127.0.0.1, mpid=4242, secured, session=<Ab1+/cdEFghIJklm>\n"
+    )
+
+
+def noise(stamp: Optional[float] = None) -> str:
+    return (
+        f"{rfc3339(stamp)} mail postfix/smtpd[999]: connect from unknown[198.51.100.7]\n"
+    )
+
+
+def append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+
+
+def popbsmtp(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "popbsmtp", *args], capture_output=True, text=True,
+        timeout=60, **kwargs,  # type: ignore[arg-type]
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"popbsmtp {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+class Daemon:
+    """The real ``popbsmtp run --foreground`` in a subprocess."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.config = config
+        self.extra = extra
+        self.stderr = config.parent / f"daemon-{time.monotonic_ns()}.err"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, ready: bool = True) -> Daemon:
+        self._err = open(self.stderr, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "popbsmtp", "run", "--foreground",
+             "--config", str(self.config), *self.extra],
+            stdout=self._err, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if ready:
+            self.wait_log("following ")
+        return self
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        def seen() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            return text in self.log()
+
+        wait_for(seen, timeout, 0.02, f"daemon log {text!r}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._err.close()
+        return code
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
