@@ -13,9 +13,13 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from typing import Any, Dict, List, Tuple
+
+from popbsmtp.addresses import postfix_key
+from popbsmtp.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,25 @@ OPS = ("add", "remove", "flush", "save")
 
 def spool_dir(state_dir: str) -> str:
     return os.path.join(state_dir, "control")
+
+
+def check_spool(state_dir: str) -> None:
+    """Refuse a spool others could drop requests into (checked at start-up).
+
+    A request can add any address, so only the daemon's user (and root) may
+    write there: the directory must be ours, not a symlink, mode 0700.
+    """
+    directory = spool_dir(state_dir)
+    info = os.lstat(directory)
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise StartupError(f"control spool {directory} is not a directory (or is a symlink)")
+    if info.st_uid != os.geteuid() or mode & 0o077:
+        raise StartupError(
+            f"control spool {directory} must be owned by uid {os.geteuid()} with mode 0700 "
+            f"(it is uid {info.st_uid}, mode {mode:04o}); fix with: "
+            f"chown {os.geteuid()} {directory} && chmod 0700 {directory}"
+        )
 
 
 def submit(state_dir: str, request: Dict[str, Any]) -> str:
@@ -48,16 +71,38 @@ def pending(state_dir: str) -> List[Tuple[str, Dict[str, Any]]]:
     for name in names:
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             with os.fdopen(fd) as handle:
+                _check_owner(os.fstat(fd))
                 request = json.load(handle)
-            if request.get("op") not in OPS:
-                raise ValueError(f"unknown op {request.get('op')!r}")
+            _check_request(request)
             found.append((path, request))
         except (OSError, ValueError) as exc:
             log.warning("dropping bad control request %s: %s", path, exc)
             done(path)
     return found
+
+
+def _check_request(request: Any) -> None:
+    """Defence in depth: the CLI already normalised the address."""
+    if not isinstance(request, dict) or request.get("op") not in OPS:
+        op = request.get("op") if isinstance(request, dict) else request
+        raise ValueError(f"unknown op {op!r}")
+    if request["op"] in ("add", "remove"):
+        ip = request.get("ip")
+        if not isinstance(ip, str) or postfix_key(ip) != ip:
+            raise ValueError(f"{ip!r} is not a normalised client address")
+    grace = request.get("grace")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float))):
+        raise ValueError(f"grace {grace!r} is not a number of seconds")
+
+
+def _check_owner(info: os.stat_result) -> None:
+    """Only the daemon's own user or root may ask it for anything."""
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ValueError(f"owned by uid {info.st_uid}, not by the daemon's uid {os.geteuid()}")
 
 
 def done(path: str) -> None:

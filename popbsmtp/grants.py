@@ -57,6 +57,7 @@ class GrantTable:
         self._added: Set[str] = set()
         self._removed: Set[str] = set()
         self.refused_full = 0
+        self._full_streak = 0  # refusals since the table last had room (log throttling)
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -80,13 +81,27 @@ class GrantTable:
                 heapq.heappush(self._heap, (expires, ip))
             return True
         if len(self._grants) >= self.max_entries:
-            self.refused_full += 1
-            log.warning("grant table full (%d entries): not granting %s", self.max_entries, ip)
+            self._refuse_full(ip)
             return False
+        self._full_streak = 0
         self._grants[ip] = Grant(ip, expires, profile, rule)
         heapq.heappush(self._heap, (expires, ip))
         self._note(ip, added=True)
         return True
+
+    def _refuse_full(self, ip: str) -> None:
+        """Count a refusal; log the 1st, 10th, 100th ... of each full spell.
+
+        Logarithmic, not per event: a flood of forged logins must not be able
+        to fill the disk with warnings (issue 6).
+        """
+        self.refused_full += 1
+        self._full_streak += 1
+        streak = self._full_streak
+        if streak == 1:
+            log.warning("grant table full (%d entries): not granting %s", self.max_entries, ip)
+        elif streak == 10 ** (len(str(streak)) - 1):
+            log.warning("grant table still full: %d logins refused so far, latest %s", streak, ip)
 
     def remove(self, ip: str) -> bool:
         if self._grants.pop(ip, None) is None:

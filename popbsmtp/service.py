@@ -22,6 +22,7 @@ from popbsmtp.config import Settings
 from popbsmtp.errors import MapError, StartupError
 from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
+from popbsmtp.maps._files import check_directory
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGOUT, select
 from popbsmtp.reaper import Reaper
@@ -80,6 +81,11 @@ class Service:
             if expires > now:
                 self.table.grant(ip, expires, profile, rule)
         self.table.take_changes()
+        if not self.dry_run:
+            try:
+                check_directory(os.path.dirname(self.settings.map.path))
+            except MapError as exc:
+                raise StartupError(str(exc)) from None
         self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
         self.tail = FileTail(
@@ -87,6 +93,7 @@ class Service:
         )
         log_dir = os.path.dirname(self.settings.logfile) or "."
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
+        control.check_spool(self.settings.state_dir)
         self.watcher = Watcher(
             self.wake,
             {

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from popbsmtp.addresses import postfix_key
 from popbsmtp.errors import StartupError
 from popbsmtp.sources.position import Position
 
@@ -106,6 +107,9 @@ def _snapshot(data: Dict[str, Any]) -> Snapshot:
     if data.get("version") != VERSION:
         raise ValueError(f"unknown state version {data.get('version')!r}")
     grants = [(str(ip), float(exp), str(prof), str(rule)) for ip, exp, prof, rule in data["grants"]]
+    for ip, *_ in grants:
+        if postfix_key(ip) != ip:  # InvalidAddress is a ValueError: set the file aside
+            raise ValueError(f"{ip!r} is not a client address key")
     position = Position.from_json(data["position"]) if data.get("position") else None
     extra = {k: v for k, v in data.items() if k not in ("version", "saved", "grants", "position")}
     return Snapshot(grants, position, extra)

@@ -54,8 +54,13 @@ def bsd(stamp: Optional[float] = None) -> str:
     return time.strftime("%b %e %H:%M:%S", time.localtime(stamp))
 
 
-def dovecot_login(ip: str, stamp: Optional[float] = None, user: str = "alice",
-                  service: str = "imap", traditional: bool = False) -> str:
+def dovecot_login(
+    ip: str,
+    stamp: Optional[float] = None,
+    user: str = "alice",
+    service: str = "imap",
+    traditional: bool = False,
+) -> str:
     when = bsd(stamp) if traditional else rfc3339(stamp)
     return (
         f"{when} mail dovecot: {service}-login: Login: user=<{user}>, method=PLAIN, "
@@ -64,9 +69,7 @@ def dovecot_login(ip: str, stamp: Optional[float] = None, user: str = "alice",
 
 
 def noise(stamp: Optional[float] = None) -> str:
-    return (
-        f"{rfc3339(stamp)} mail postfix/smtpd[999]: connect from unknown[198.51.100.7]\n"
-    )
+    return f"{rfc3339(stamp)} mail postfix/smtpd[999]: connect from unknown[198.51.100.7]\n"
 
 
 def append(path: Path, text: str) -> None:
@@ -77,8 +80,11 @@ def append(path: Path, text: str) -> None:
 
 def popbsmtp(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "popbsmtp", *args], capture_output=True, text=True,
-        timeout=60, **kwargs,  # type: ignore[arg-type]
+        [sys.executable, "-m", "popbsmtp", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,  # type: ignore[arg-type]
     )
     if check and result.returncode != 0:
         raise AssertionError(f"popbsmtp {' '.join(args)} failed: {result.stderr}")
@@ -97,9 +103,19 @@ class Daemon:
     def start(self, ready: bool = True) -> Daemon:
         self._err = open(self.stderr, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "popbsmtp", "run", "--foreground",
-             "--config", str(self.config), *self.extra],
-            stdout=self._err, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [
+                sys.executable,
+                "-m",
+                "popbsmtp",
+                "run",
+                "--foreground",
+                "--config",
+                str(self.config),
+                *self.extra,
+            ],
+            stdout=self._err,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         if ready:
             self.wait_log("following ")

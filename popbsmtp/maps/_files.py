@@ -30,6 +30,28 @@ def check_plain_file(path: str) -> None:
         os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
 
 
+def check_directory(directory: str) -> None:
+    """Refuse a table directory that others may write (or that is not a directory).
+
+    Whoever can write the directory can replace the table with one that
+    authorizes any client, so this is checked at start-up, like ``state_dir``.
+    A root-owned group (``root``) is trusted, as on stock ``/etc/postfix``.
+    """
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        raise MapError(f"table directory {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise MapError(f"table directory {directory} is not a directory")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o002 or (mode & 0o020 and info.st_gid != 0):
+        raise MapError(
+            f"table directory {directory} is writable by others (mode {mode:04o}); "
+            f"fix with: chmod go-w {directory}  (or choose a map path in a directory "
+            "only root and the daemon can write)"
+        )
+
+
 def apply_ownership(path: str, options: MapOptions) -> None:
     """chown to the configured owner/group (names or numbers), if any."""
     if not options.owner and not options.group:

@@ -55,6 +55,9 @@ class Writer(MapWriter):
         except (OSError, lmdb.Error) as exc:
             self.close()
             raise MapError(f"cannot open {self.filename}: {exc}") from None
+        except MapError:
+            self.close()
+            raise
 
     def _create(self) -> None:
         """Build an empty table under a temporary name, then rename it in.
@@ -86,6 +89,11 @@ class Writer(MapWriter):
         self._env = lmdb.open(
             self.filename, subdir=False, lock=False, map_size=_INITIAL_SIZE, create=False
         )
+        # lmdb opens by name: make sure nobody swapped in a symlink or another
+        # file between our O_NOFOLLOW open and LMDB's.
+        check_plain_file(self.filename)
+        if os.lstat(self.filename).st_ino != self._inode:
+            raise MapError(f"{self.filename} was replaced while opening it")
         size = self._env.info()["map_size"]
         if size < _INITIAL_SIZE:
             self._env.set_mapsize(_INITIAL_SIZE)

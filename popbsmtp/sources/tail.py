@@ -96,6 +96,8 @@ class FileTail:
         if self._cur is None and not self._open_current(lines):
             return lines
         assert self._cur is not None
+        if not self._head_intact(self._cur):
+            self._truncated(lines)  # rewritten in place: never read its middle as new
         self._drain(self._cur, lines)
         self._check_rotation(lines)
         return lines
@@ -210,9 +212,10 @@ class FileTail:
         if want == len(cur.head) == 0:
             return True
         data = os.pread(cur.fd, want, 0)
-        intact = data.startswith(cur.head)
+        if not data.startswith(cur.head):
+            return False
         cur.head = data
-        return intact
+        return True
 
     def _rotated(self, lines: List[bytes]) -> None:
         cur = self._cur

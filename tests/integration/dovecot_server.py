@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,10 @@ TEST_USERS: Dict[str, str] = {
     'q"u,o"te': "quote-pw",
     "pct%u%{rip}": "pct-pw",
 }
+# passwd-file cannot hold a ':', so this forgery of a whole message only ever fails.
+FORGED_LOGIN_USER = "Login: user=<evil>, method=PLAIN, rip=6.6.6.6, lip=1.1.1.1, mpid=1, session=<e>"
+ORDINARY_USERS = ("alice", "bob@example.org", "Carol.Mixed-Case")
+HOSTILE_USERS = tuple(name for name in TEST_USERS if name not in ORDINARY_USERS)
 
 # Readiness and shutdown are polled against these deadlines, never slept for.
 START_DEADLINE = 15.0
@@ -71,6 +76,15 @@ def _require(program: str, package: str) -> str:
     if path is None:
         raise RuntimeError(f"{program} not found; install the Debian package(s): {package}")
     return path
+
+
+def _passwd_file_key(name: str) -> str:
+    """The form in which passwd-file finds name.
+
+    auth_username_format = %Lu lowercases the login name, and passwd-file expands its
+    lookup key through Dovecot's str_escape (a backslash before \\, " and ').
+    """
+    return "".join("\\" + c if c in "\\\"'" else c for c in name.lower())
 
 
 def _free_port() -> int:
@@ -131,12 +145,14 @@ def _descendants(pid: int) -> List[Tuple[int, str]]:
 
 
 def _same_process_alive(pid: int, start_time: str) -> bool:
-    """True while pid still names the process that had start_time (no PID reuse)."""
+    """True while pid still names the process that had start_time (no PID reuse) and
+    it is not a zombie (orphans are reaped by init, on init's schedule)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19] == start_time
+            fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return False
+    return fields[19] == start_time and fields[0] != "Z"
 
 
 def _stop_process(proc: Optional[subprocess.Popen]) -> None:
@@ -198,6 +214,8 @@ class DovecotServer:
             self.syslog_path = self.traditional_log_path if traditional else self.rfc3339_log_path
         self._dovecot: Optional[subprocess.Popen] = None
         self._rsyslog: Optional[subprocess.Popen] = None
+        self._socket_dir = self.dir
+        self._private_socket_dir = False
 
     @property
     def active_log(self) -> Path:
@@ -224,6 +242,12 @@ class DovecotServer:
         dovecot = _require("dovecot", "dovecot-core dovecot-pop3d dovecot-imapd")
         if os.geteuid() != 0:
             raise RuntimeError("DovecotServer needs root (Dovecot master, mount namespace)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # A unix socket path has at most 107 bytes and Dovecot's longest name under
+        # base_dir is "run/" + 24; deep pytest temp dirs fall back to a short directory.
+        if len(str(self.dir)) + 30 > 107:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
+            self._private_socket_dir = True
         try:
             if self.syslog:
                 self._start_rsyslog(_require("rsyslogd", "rsyslog"))
@@ -241,11 +265,14 @@ class DovecotServer:
                 self.wait_for_log("master: Warning: Killed with signal 15", deadline=2.0)
         _stop_process(self._dovecot)
         _stop_process(self._rsyslog)
+        if self._private_socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._private_socket_dir = False
 
     def _start_rsyslog(self, rsyslogd: str) -> None:
         rsyslog_dir = self.dir / "rsyslog"
         rsyslog_dir.mkdir(parents=True)
-        self._log_socket = rsyslog_dir / "log.sock"
+        self._log_socket = self._socket_dir / "log.sock"
         conf = rsyslog_dir / "rsyslog.conf"
         conf.write_text(self._rsyslog_conf(rsyslog_dir))
         out = open(rsyslog_dir / "rsyslogd.out", "wb")  # noqa: SIM115 - child owns it
@@ -310,11 +337,9 @@ class DovecotServer:
         self.wait_for_log("master: ", deadline=START_DEADLINE)
 
     def _write_dovecot_files(self) -> Path:
-        run, mail = self.dir / "run", self.dir / "mail"
+        run, mail = self._socket_dir / "run", self.dir / "mail"
         for d in (run, self.dir / "state", mail / "home"):
             d.mkdir(parents=True, exist_ok=True)
-        if len(str(run)) > 60:
-            raise RuntimeError(f"{run} is too long for Dovecot's unix sockets; shorten basetemp")
         nobody = pwd.getpwnam("nobody")
         lines = []
         for i, (name, password) in enumerate(self.users.items()):
@@ -323,8 +348,7 @@ class DovecotServer:
             home = mail / "home" / f"u{i}"
             home.mkdir(exist_ok=True)
             os.chown(home, nobody.pw_uid, nobody.pw_gid)
-            # auth_username_format = %Lu lowercases the login name before the lookup.
-            lines.append(f"{name.lower()}:{{PLAIN}}{password}::::/home/u{i}::\n")
+            lines.append(f"{_passwd_file_key(name)}:{{PLAIN}}{password}::::/home/u{i}::\n")
         passwd = self.dir / "passwd"
         passwd.write_text("".join(lines))
         conf = self.dir / "dovecot.conf"
@@ -388,6 +412,13 @@ service pop3-login {{
   }}
 }}
 """
+
+    def process_ids(self) -> List[int]:
+        """PIDs of rsyslogd, the Dovecot master and every process below it."""
+        pids = [p.pid for p in (self._rsyslog, self._dovecot) if p and p.poll() is None]
+        if self._dovecot is not None and self._dovecot.poll() is None:
+            pids += [pid for pid, _ in _descendants(self._dovecot.pid)]
+        return pids
 
     # -- log access ---------------------------------------------------------------
 
@@ -492,13 +523,20 @@ def imap_login(
     source: Address = DEFAULT_SOURCE,
     *,
     logout: bool = True,
+    mechanism: str = "LOGIN",
     timeout: float = 10.0,
 ) -> bool:
-    """LOGIN from source; True on OK.  logout=False drops the TCP connection instead of
-    sending LOGOUT.  Names must be ASCII (imaplib's command encoding)."""
+    """Log in from source; True on OK.  logout=False drops the TCP connection instead of
+    sending LOGOUT.  mechanism "LOGIN" uses the LOGIN command (ASCII names only, as
+    imaplib encodes commands as ASCII); "PLAIN" uses AUTHENTICATE PLAIN, whose base64
+    payload can carry any UTF-8, even CR and LF."""
     client = _BoundIMAP4(port, source, timeout)
     try:
-        client.login(_imap_quote(user), password)
+        if mechanism == "PLAIN":
+            payload = f"\0{user}\0{password}".encode()
+            client.authenticate("PLAIN", lambda _challenge: payload)
+        else:
+            client.login(_imap_quote(user), password)
         ok = True
     except imaplib.IMAP4.error:
         ok = False

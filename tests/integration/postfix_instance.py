@@ -50,9 +50,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def require(tool: str) -> str:
     """Fail (never skip) when a real component is missing: CI must have it."""
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if path is None:
-        raise AssertionError(f"{tool} is not installed; run .ci/setup (the tests need real Postfix)")
+        raise AssertionError(f"{tool} is not installed; run .ci/setup (tests need real Postfix)")
     return path
 
 

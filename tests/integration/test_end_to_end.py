@@ -21,15 +21,22 @@ def test_login_line_lets_client_relay_then_expires(pf_tmp):
 
             appended = time.monotonic()
             append(logfile, dovecot_login(client))
-            wait_for(lambda: postfix.rcpt_status(client) == 250, timeout=1.0,
-                     what=f"{client} accepted by smtpd")
+            wait_for(
+                lambda: postfix.rcpt_status(client) == 250,
+                timeout=1.0,
+                what=f"{client} accepted by smtpd",
+            )
             assert time.monotonic() - appended < 1.0
             assert postfix.rcpt_status("127.0.0.1") == 250  # mynetworks, unaffected
             other = "127.0.0.251" if client != "127.0.0.251" else "127.0.0.252"
             assert postfix.rcpt_status(other) == 554
 
-            wait_for(lambda: postfix.rcpt_status(client) == 554, timeout=7.0,
-                     interval=0.1, what=f"{client} rejected again after expiry")
+            wait_for(
+                lambda: postfix.rcpt_status(client) == 554,
+                timeout=7.0,
+                interval=0.1,
+                what=f"{client} rejected again after expiry",
+            )
             assert postmap_query(client, f"lmdb:{pf_tmp}/pbs") is None
     finally:
         code = daemon.stop()
