@@ -34,6 +34,8 @@ class Option:
     parse: Callable[[str], Any]
     default: Default
     help: str
+    # Shown in the shipped config when ``default`` is computed at run time.
+    example: str = ""
 
 
 def _default_map(_: Distro) -> Tuple[str, str]:
@@ -51,7 +53,10 @@ SCHEMA: Tuple[Option, ...] = (
         "logfile",
         t.absolute_path,
         lambda d: (d.logfile, f"distro {d.id}"),
-        "The mail log to follow.",
+        "The mail log to follow.  Default by distribution (/etc/os-release): /var/log/maillog"
+        " on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian, Ubuntu; /var/log/mail"
+        " on SUSE.",
+        "/var/log/maillog",
     ),
     Option(
         "log_format",
@@ -69,7 +74,19 @@ SCHEMA: Tuple[Option, ...] = (
         "map",
         t.map_spec,
         _default_map,
-        "The Postfix table, TYPE:/path, as written in check_client_access.",
+        "The Postfix table, TYPE:/path, as written in check_client_access.  The default type"
+        " is Postfix's default_database_type (postconf), lmdb without Postfix.  The daemon"
+        " creates the table, so it needs write access to the directory: running as the"
+        " packaged user popbsmtp, use a directory it owns, e.g."
+        " lmdb:/etc/postfix/popbsmtp/clients (see docs/install.md).",
+        "lmdb:/etc/postfix/pop-before-smtp",
+    ),
+    Option(
+        "map_writer",
+        t.choice("auto", "direct", "rebuild"),
+        "auto",
+        "How the table is written: direct (lmdb, in place), rebuild (postmap, then rename;"
+        " hash, btree, cdb, dbm, lmdb) or auto (direct where possible).",
     ),
     Option("map_value", t.map_value, "OK", "The value written for each client (OK, RELAY, ...)."),
     Option("map_mode", t.file_mode, "0644", "File mode of the table (Postfix must read it)."),
@@ -107,6 +124,13 @@ SCHEMA: Tuple[Option, ...] = (
         "Safety poll of the log and the map, in case a file event is lost.",
     ),
     Option("log_level", t.log_level, "info", "debug, info, warning or error."),
+    Option(
+        "log_target",
+        t.log_target,
+        "auto",
+        "Where the daemon logs: syslog (facility mail, ident popbsmtp), stderr, an absolute"
+        " file path (re-opened on SIGHUP), or auto: syslog with --daemonize, else stderr.",
+    ),
 )
 BY_NAME = {opt.name: opt for opt in SCHEMA}
 

@@ -29,7 +29,7 @@ def writer_for(settings: Settings, dry_run: bool = False) -> MapWriter:
     if dry_run:
         spec = MapSpec("memory", spec.path)
     options = MapOptions(settings.map_mode, settings.map_owner, settings.map_group)
-    return open_writer(spec, settings.map_value, options)
+    return open_writer(spec, settings.map_value, options, settings.map_writer)
 
 
 class MapKeeper:
@@ -42,6 +42,7 @@ class MapKeeper:
         self.writer: Optional[MapWriter] = None
         self.dirty = True
         self.retry_at: Optional[float] = None
+        self.flush_at: Optional[float] = None  # when a batching writer wants flush()
         self.backoff = 1.0
         self.writes = 0
         self.last_error = ""
@@ -75,8 +76,20 @@ class MapKeeper:
                     self.dirty = self._disagrees(table)
             if self.dirty:
                 self.reconcile(table)
+            self._flush(now)
         except MapError as exc:
+            self.flush_at = None
             self._failed(str(exc), now)
+
+    def _flush(self, now: float) -> None:
+        """Let a batching writer (maps/rebuild.py) do deferred work once it is due."""
+        assert self.writer is not None
+        delay = self.writer.pending()
+        if delay is not None and delay <= 0:
+            self.writer.flush()
+            self._written()
+            delay = self.writer.pending()
+        self.flush_at = None if delay is None else now + delay
 
     def reconcile(self, table: GrantTable) -> None:
         """Make the table file hold exactly the grants (reopening it if needed)."""

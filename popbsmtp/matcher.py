@@ -101,6 +101,8 @@ class Matcher:
 
     def match_envelope(self, envelope: Envelope) -> Optional[Login]:
         for profile, rule in self._by_program.get(envelope.program, ()):
+            if not rule.accepts_pid(envelope.pid):
+                continue  # wrong tag shape: forged, or not this server
             found = rule.regex.fullmatch(envelope.message)
             if found is None:
                 continue

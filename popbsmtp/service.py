@@ -198,7 +198,7 @@ class Service:
         return handled
 
     def _next_due(self) -> Optional[float]:
-        due = [self.table.next_expiry(), self.keeper.retry_at]
+        due = [self.table.next_expiry(), self.keeper.retry_at, self.keeper.flush_at]
         if self._unsaved:
             due.append(self._last_save + SAVE_INTERVAL)
         found = [d for d in due if d is not None]

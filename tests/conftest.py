@@ -2,6 +2,8 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Subprocesses find the `popbsmtp` script of the interpreter running the tests (.venv).
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 for sub in ("", "integration"):
     path = os.path.join(HERE, sub)
     if path not in sys.path:
@@ -21,3 +23,9 @@ def pf_tmp():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--slow", action="store_true", help="long variants (also env POPBSMTP_LONG=1)"
+    )

@@ -13,7 +13,7 @@ import pkgutil
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Collection, Dict, Set, Type
+from typing import Collection, Dict, Optional, Set, Tuple, Type
 
 from popbsmtp.errors import ConfigError
 
@@ -79,6 +79,16 @@ class MapWriter(ABC):
         """False when the table file vanished or was replaced behind our back."""
         return True
 
+    def pending(self) -> Optional[float]:
+        """Seconds until deferred work is due (a batching writer), or None.
+
+        The core loop wakes up by then and calls :meth:`flush`.
+        """
+        return None
+
+    def flush(self) -> None:  # noqa: B027 - only batching writers defer work
+        """Do deferred work now; raise :class:`MapError` on failure."""
+
     def close(self) -> None:  # noqa: B027 - most writers hold nothing open
         """Release files; the table stays in place for Postfix."""
 
@@ -99,18 +109,49 @@ def _discover() -> Dict[str, Type[MapWriter]]:
     return found
 
 
-def writer_class(kind: str) -> Type[MapWriter]:
-    """The writer for a table type, or a ConfigError naming the known ones."""
+def writer_class(kind: str, method: str = "auto") -> Type[MapWriter]:
+    """The writer for a table type, or a ConfigError naming the supported ones.
+
+    ``method`` is the ``map_writer`` option: ``direct`` (in place, lmdb),
+    ``rebuild`` (postmap + rename, maps/rebuild.py) or ``auto`` (direct
+    where a direct writer exists).  A real table's type must also be one
+    that this Postfix reads (``postconf -m``), when postconf is installed.
+    """
     known = _discover()
-    if kind not in known:
+    from popbsmtp.maps import rebuild  # the registry above already imported it
+
+    if method == "rebuild" and kind in rebuild.SUFFIXES:
+        chosen: Optional[Type[MapWriter]] = rebuild.Writer
+    elif method == "direct" and known.get(kind) is rebuild.Writer:
+        raise ConfigError(f"there is no direct writer for {kind}: tables", key="map_writer")
+    else:
+        chosen = known.get(kind)
+    postfix_types = _postfix_types()
+    if chosen is None or (kind != "memory" and postfix_types and kind not in postfix_types):
+        usable = [k for k in sorted(known) if k != "memory"]
+        if postfix_types:
+            usable = [k for k in usable if k in postfix_types]
+        postfix_says = f"; this Postfix reads (postconf -m): {', '.join(postfix_types)}"
         raise ConfigError(
-            f"table type {kind!r} is not supported; supported: {', '.join(sorted(known))}",
+            f"table type {kind!r} is not supported; supported: {', '.join(usable)}"
+            + (postfix_says if postfix_types else ""),
             key="map",
         )
-    return known[kind]
+    return chosen
 
 
-def open_writer(spec: MapSpec, value: str, options: MapOptions = MapOptions()) -> MapWriter:
-    writer = writer_class(spec.type)(spec, value, options)
+def _postfix_types() -> Tuple[str, ...]:
+    from popbsmtp import postfix
+
+    try:
+        return postfix.supported_types()
+    except postfix.PostfixError:
+        return ()  # no Postfix here: the rebuild writer then reports the missing postmap
+
+
+def open_writer(
+    spec: MapSpec, value: str, options: MapOptions = MapOptions(), method: str = "auto"
+) -> MapWriter:
+    writer = writer_class(spec.type, method)(spec, value, options)
     writer.open()
     return writer

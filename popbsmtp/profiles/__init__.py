@@ -20,11 +20,22 @@ from popbsmtp.errors import ConfigError
 
 LOGIN = "login"
 LOGOUT = "logout"
+# Two-line servers (popa3d, old vm-pop3d, spop3d): a CONNECT line names the
+# address, a later AUTH line of the same process says the login succeeded;
+# :mod:`popbsmtp.sessions` joins them by pid.  Neither alone grants anything.
+CONNECT = "connect"
+AUTH = "auth"
+EVENTS = (LOGIN, LOGOUT, CONNECT, AUTH)
 
 # Candidate address text; postfix_key() decides if it is one host address.
 IP = r"(?P<ip>[0-9A-Fa-f:.]{2,45})"
 # Bounded so that a hostile name cannot make matching quadratic without limit.
 USER = r"(?P<user>.{0,512})"
+# Dotted quad only, for servers that write ``user:address`` or ``address:port``
+# where a colon would make an IPv6 class ambiguous.
+IP4 = r"(?P<ip>[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})"
+# A reverse-DNS name as a server writes it: no blanks, brackets or quotes.
+HOSTNAME = r"[A-Za-z0-9._-]{1,255}"
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,9 @@ class Rule:
     used by the prefilter before any regex runs.  ``session`` names how a
     logout is tied to its login: ``"ip"`` when the logout line carries the
     address, ``"session"`` when it carries a ``(?P<session>…)`` group,
-    ``"pid"`` when the syslog pid is the only link.
+    ``"pid"`` when the syslog pid is the only link.  ``pid`` is a shape
+    check on the syslog tag: True when genuine lines always carry
+    ``prog[pid]:``, False when they never do, None when either occurs.
     """
 
     name: str
@@ -45,13 +58,27 @@ class Rule:
     needle: str
     event: str = LOGIN
     session: Optional[str] = None
+    pid: Optional[bool] = None
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        source = self.pattern.replace("{ip}", IP).replace("{user}", USER)
+        source = (
+            self.pattern.replace("{ip}", IP)
+            .replace("{ip4}", IP4)
+            .replace("{user}", USER)
+            .replace("{host}", HOSTNAME)
+        )
         object.__setattr__(self, "regex", re.compile(source, re.ASCII | re.DOTALL))
-        if self.event not in (LOGIN, LOGOUT):
-            raise ValueError(f"rule {self.name}: event must be login or logout")
+        if self.event not in EVENTS:
+            raise ValueError(f"rule {self.name}: event must be one of {', '.join(EVENTS)}")
+        if self.session not in (None, "ip", "session", "pid"):
+            raise ValueError(f"rule {self.name}: session must be ip, session or pid")
+        if self.needle not in self.pattern.replace("\\", ""):
+            raise ValueError(f"rule {self.name}: needle {self.needle!r} is not in the pattern")
+
+    def accepts_pid(self, pid: Optional[int]) -> bool:
+        """The tag shape check: does a line with this syslog pid fit the rule?"""
+        return self.pid is None or self.pid == (pid is not None)
 
 
 @dataclass(frozen=True)
@@ -71,10 +98,15 @@ class Example:
 
 @dataclass(frozen=True)
 class Profile:
+    """One server.  ``auto=False`` keeps a profile with weak shape checks
+    (old formats that forgeries could imitate) out of ``profiles = auto``:
+    the administrator must name it."""
+
     name: str
     description: str
     rules: Tuple[Rule, ...]
     examples: Tuple[Example, ...]
+    auto: bool = True
 
 
 def _discover() -> Dict[str, Profile]:
@@ -107,7 +139,7 @@ def select(names: List[str]) -> List[Profile]:
     """
     known = registry()
     if not names or names == ["auto"]:
-        return list(known.values())
+        return [profile for profile in known.values() if profile.auto]
     chosen: List[Profile] = []
     for name in names:
         if name == "auto":

@@ -112,8 +112,12 @@ def test_control_characters_in_user_names_are_replaced(server: DovecotServer) ->
     assert not imap_login(server.imap_port, newline_user, "pw", ("::1", 0), mechanism="PLAIN")
 
     assert "user=<ctl?x?y>, " in server.wait_for_log("user=<ctl", since=since)
-    # Even a failed login logs the name as auth normalised it (lowercased).
-    logged = "user=<" + newline_user.lower().replace("\n", "?") + ">, method=PLAIN, rip=::1, "
+    # Even a failed login logs the name as auth normalised it (lowercased), with control
+    # characters as "?" and cut to 80 characters including the "...".
+    logged = (
+        "user=<nl?login: user=<evil>, method=plain, rip=6.6.6.6, lip=1.1.1.1, mpid=1, sessio...>"
+        ", method=PLAIN, rip=::1, lip=::1, secured, session=<"
+    )
     line = server.wait_for_log(logged, since=since)
     assert re.match(RFC3339_ENVELOPE + "imap-login: Disconnected: ", line), line
 

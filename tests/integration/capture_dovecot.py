@@ -1,0 +1,123 @@
+"""Regenerate the captured Dovecot sample logs in tests/profiles/data.
+
+Usage: python3 tests/integration/capture_dovecot.py OUTDIR   (as root)
+
+Runs one scripted set of sessions against a real Dovecot three times over: through
+rsyslog (RFC 3339 and traditional files at once), again with Dovecot's default
+auth_username_chars, and with Dovecot's own log file.  It writes the lines as captured,
+without annotations; the profile tests add the expectations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from dovecot_server import (
+    FORGED_LOGIN_USER,
+    HOSTILE_USERS,
+    DovecotServer,
+    connect_without_login,
+    imap_login,
+    imap_session,
+    pop3_login,
+    pop3_session,
+)
+
+SYSLOG_FILE = "dovecot-2.3-captured.log"
+TRADITIONAL_FILE = "dovecot-2.3-captured-traditional.log"
+OWN_LOG_FILE = "dovecot-2.3-own-log.log"
+
+
+def ordinary_sessions(server: DovecotServer) -> None:
+    """Successful logins over both protocols and families, then failures."""
+    pop3, imap, users = server.pop3_port, server.imap_port, server.users
+    for source in (("127.0.0.5", 0), ("::1", 0)):
+        assert pop3_login(pop3, "alice", users["alice"], source)
+        assert imap_login(imap, "alice", users["alice"], source)
+    assert imap_login(imap, "bob@example.org", users["bob@example.org"], ("127.0.0.6", 0),
+                      mechanism="PLAIN")  # fmt: skip
+    with imap_session(imap, "Carol.Mixed-Case", users["Carol.Mixed-Case"], ("127.0.0.6", 0)) as c:
+        c.select()
+    with pop3_session(pop3, "bob@example.org", users["bob@example.org"], ("::1", 0)) as p:
+        p.stat()
+    assert not pop3_login(pop3, "alice", "wrong", ("127.0.0.7", 0))
+    assert not imap_login(imap, "alice", "wrong", ("127.0.0.7", 0))
+    assert not imap_login(imap, "alice", "wrong", ("::1", 0))
+    assert not pop3_login(pop3, "nosuchuser", "x", ("127.0.0.7", 0))
+
+
+def hostile_sessions(server: DovecotServer, succeed: bool) -> None:
+    """Names that try to forge fields; control characters; a non-ASCII name."""
+    pop3, imap = server.pop3_port, server.imap_port
+    for name in HOSTILE_USERS:
+        password = server.users[name]
+        assert pop3_login(pop3, name, password, ("127.0.0.6", 0)) is succeed
+        assert imap_login(imap, name, password, ("::1", 0)) is succeed
+        assert not imap_login(imap, name, "wrong", ("127.0.0.7", 0))
+    assert not pop3_login(pop3, "ctl\x01x\ty", "x", ("127.0.0.7", 0))
+    assert not pop3_login(pop3, "jörg", "x", ("127.0.0.7", 0))
+    newline_user = "nl\n" + FORGED_LOGIN_USER
+    assert not imap_login(imap, newline_user, "x", ("127.0.0.7", 0), mechanism="PLAIN")
+
+
+def disconnects(server: DovecotServer) -> None:
+    """Sessions dropped without QUIT/LOGOUT, and connections that never log in."""
+    pop3, imap, password = server.pop3_port, server.imap_port, server.users["alice"]
+    since = server.log_offset()
+    assert pop3_login(pop3, "alice", password, ("127.0.0.8", 0), logout=False)
+    assert imap_login(imap, "alice", password, ("::1", 0), logout=False)
+    connect_without_login(imap, ("127.0.0.8", 0))
+    connect_without_login(pop3, ("::1", 0))
+    server.wait_for_log("pop3(alice)<", since=since)
+    server.wait_for_log("imap(alice)<", since=since)
+    server.wait_for_log("imap-login: Disconnected: Connection closed (no auth", since=since)
+    server.wait_for_log("pop3-login: Disconnected: Connection closed (no auth", since=since)
+
+
+def run(work: Path, **options: object) -> DovecotServer:
+    """One Dovecot lifetime; returns the stopped server so its files can be read."""
+    server = DovecotServer(work, auth_verbose=True, hostname="mail", **options)  # type: ignore[arg-type]
+    with server:
+        permissive = options.get("username_chars", "") == ""
+        if permissive:
+            ordinary_sessions(server)
+        hostile_sessions(server, succeed=permissive)
+        if permissive:
+            disconnects(server)
+        # A last complete session: once its logout is logged, so is everything before.
+        since = server.log_offset()
+        assert pop3_login(server.pop3_port, "alice", server.users["alice"], ("127.0.0.9", 0))
+        server.wait_for_log("pop3(alice)<", since=since)
+    return server
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path)
+    outdir = parser.parse_args().outdir
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="capture-") as tmp:
+        work = Path(tmp)
+        syslog_runs = [
+            run(work / "permissive"),
+            run(work / "strict", username_chars=None),  # Dovecot's default character set
+        ]
+        own = run(work / "own-log", syslog=False)
+        for name, attribute in ((SYSLOG_FILE, "rfc3339_log_path"),
+                                (TRADITIONAL_FILE, "traditional_log_path")):  # fmt: skip
+            with open(outdir / name, "wb") as out:
+                for server in syslog_runs:
+                    out.write(Path(getattr(server, attribute)).read_bytes())
+        assert own.log_path is not None
+        shutil.copyfile(own.log_path, outdir / OWN_LOG_FILE)
+    for name in (SYSLOG_FILE, TRADITIONAL_FILE, OWN_LOG_FILE):
+        print(outdir / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
