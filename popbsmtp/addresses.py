@@ -11,14 +11,15 @@ whether it falls into the ignored networks.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import logging
 import re
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import netaddr
 
@@ -47,6 +48,8 @@ def postfix_key(text: str) -> str:
         text = text[1:-1]
     if "%" in text:
         raise InvalidAddress("IPv6 zone ids are never client addresses")
+    if "\0" in text:  # inet_pton would raise ValueError, not OSError
+        raise InvalidAddress("not an IP address")
     try:
         packed = socket.inet_pton(socket.AF_INET, text)
     except OSError:
@@ -94,9 +97,27 @@ class IgnoredNetworks:
 
     networks: netaddr.IPSet
     describe: str
+    # Sorted (first, last) integer ranges per address length: IPSet's own
+    # membership test costs ~100 µs a lookup, a bisect here ~1 µs.
+    _ranges: Dict[int, Tuple[List[int], List[int]]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        for iprange in self.networks.iter_ipranges():
+            length = 4 if iprange.version == 4 else 16
+            firsts, lasts = self._ranges.setdefault(length, ([], []))
+            firsts.append(iprange.first)
+            lasts.append(iprange.last)
 
     def __contains__(self, key: str) -> bool:
-        return netaddr.IPAddress(key) in self.networks
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in key else socket.AF_INET, key)
+        if len(packed) not in self._ranges:
+            return False
+        firsts, lasts = self._ranges[len(packed)]
+        value = int.from_bytes(packed, "big")
+        index = bisect.bisect_right(firsts, value) - 1
+        return index >= 0 and value <= lasts[index]
 
     @classmethod
     def none(cls) -> IgnoredNetworks:

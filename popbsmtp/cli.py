@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from typing import Dict, List, Optional
 
-from popbsmtp import __version__, admin, config, logsetup
+from popbsmtp import __version__, admin, config, logsetup, notify
 from popbsmtp.addresses import InvalidAddress, parse_networks, postfix_key
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.logtest import iso, open_input, run_test
@@ -35,14 +36,25 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.daemonize and args.foreground:
+        raise PopbsmtpError("--daemonize and --foreground exclude each other")
+    detached = None
     if args.daemonize:
         from popbsmtp.daemonize import daemonize
 
-        daemonize(args.pidfile)
-    logsetup.setup(settings.log_level)
-    service = Service(settings, dry_run=args.dry_run)
+        if args.config:  # the daemon runs in /, and re-reads the file on SIGHUP
+            args.config = os.path.abspath(args.config)
+        detached = daemonize(args.pidfile)  # returns in the daemon only
+    logsetup.setup(settings.log_level, target=settings.log_target, daemon=detached is not None)
+    service = Service(settings, dry_run=args.dry_run, loader=lambda: _settings(args))
     _install_signals(service)
-    service.run()
+
+    def on_ready() -> None:
+        notify.ready()
+        if detached is not None:
+            detached.ready()
+
+    service.run(on_ready=on_ready)
     return EXIT_OK
 
 
@@ -50,20 +62,33 @@ def _install_signals(service: Service) -> None:
     def on_stop(signum: int, _frame: object) -> None:
         if service._stopping:
             log.warning("second signal %d: exiting at once", signum)
-            raise SystemExit(EXIT_ERROR)
+            # State and map are written atomically, so nothing is left torn.
+            os._exit(EXIT_ERROR)
         log.info("signal %d: stopping", signum)
         service.stop()
 
+    def on_hup(_signum: int, _frame: object) -> None:
+        log.info("SIGHUP: reloading the configuration")
+        service.request_reload()
+
     def on_usr1(_signum: int, _frame: object) -> None:
+        if not service.started:
+            return  # still starting: nothing to report yet
         log.info("statistics: %s", json.dumps(service.statistics(), sort_keys=True))
 
+    signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGUSR1, on_usr1)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = admin.grants(_settings(args))
+    settings = _settings(args)
+    rows = admin.grants(settings)
+    if args.read_map:
+        from popbsmtp.doctor import compare_map
+
+        return compare_map(settings, {row[0] for row in rows}, sys.stdout)
     if args.json:
         for ip, expires, profile, rule in rows:
             print(json.dumps({"ip": ip, "expires": iso(expires), "profile": profile, "rule": rule}))
@@ -122,7 +147,12 @@ def cmd_test(args: argparse.Namespace) -> int:
             ignored=ignored,
             out=sys.stdout,
             as_json=args.json,
+            max_session=settings.max_session,
         )
+    if args.read_map:
+        from popbsmtp.doctor import compare_map
+
+        return compare_map(settings, {row[0] for row in admin.grants(settings)}, sys.stdout)
     return EXIT_OK
 
 
@@ -149,6 +179,12 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     for profile in registry().values():
         print(f"{profile.name:<12} {profile.description}")
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from popbsmtp import doctor
+
+    return doctor.main(_settings(args), args.postfix_dir, args.fix_hint, sys.stdout)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -191,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", parents=[common], help="show authorized clients")
     lst.add_argument("--json", action="store_true", help="one JSON object per client")
+    lst.add_argument("--read-map", action="store_true", help="read the table back, compare")
     lst.set_defaults(func=cmd_list)
 
     add = sub.add_parser("add", parents=[common], help="authorize a client by hand")
@@ -209,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--profile", "-p", action="append", help="profile(s) to try; auto = all")
     test.add_argument("--json", action="store_true", help="one JSON object per event")
     test.add_argument("--now", help=argparse.SUPPRESS)
+    test.add_argument("--read-map", action="store_true", help="then read the table back")
     test.set_defaults(func=cmd_test)
 
     chk = sub.add_parser("check-config", parents=[common], help="validate the configuration")
@@ -216,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=cmd_check_config)
 
     sub.add_parser("profiles", help="list the server profiles").set_defaults(func=cmd_profiles)
+
+    doc = sub.add_parser("doctor", help="check that Postfix really consults the table")
+    doc.add_argument("--config", metavar="FILE", help="popbsmtp config file")
+    doc.add_argument("-c", dest="postfix_dir", metavar="DIR", help="Postfix config directory")
+    doc.add_argument("--fix-hint", action="store_true", help="print the postconf fix commands")
+    doc.set_defaults(func=cmd_doctor, logfile=None, map=None, grace=None)
 
     demo = sub.add_parser("demo", help="run on a demo log and lmdb map in ./popbsmtp-demo")
     demo.add_argument("--dir", default="popbsmtp-demo")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from popbsmtp import options as t
-from popbsmtp.distros import Distro, detect
+from popbsmtp.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
 from popbsmtp.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/popbsmtp/popbsmtp.conf"
@@ -50,6 +50,14 @@ def _default_map(_: Distro) -> Tuple[str, str]:
 
 SCHEMA: Tuple[Option, ...] = (
     Option(
+        "distro",
+        distro_name,
+        "auto",
+        "Whose defaults to use for logfile: auto (from /etc/os-release), or one of "
+        + ", ".join(KNOWN_DISTROS)
+        + ".",
+    ),
+    Option(
         "logfile",
         t.absolute_path,
         lambda d: (d.logfile, f"distro {d.id}"),
@@ -62,7 +70,8 @@ SCHEMA: Tuple[Option, ...] = (
         "log_format",
         t.log_format,
         "auto",
-        "Syslog timestamp format: auto, rfc3164 (Nov 27 04:48:08) or rfc3339.",
+        "Log line format: auto, rfc3164 (Nov 27 04:48:08 host prog: ...), rfc3339,"
+        " rfc5424, dovecot (Dovecot's own log_path), qpopper (its trace file) or apple.",
     ),
     Option(
         "profiles",
@@ -97,6 +106,14 @@ SCHEMA: Tuple[Option, ...] = (
         t.duration,
         "30m",
         "How long a client may relay after its login (s, m, h, e.g. 30m).",
+    ),
+    Option(
+        "max_session",
+        t.duration,
+        "24h",
+        "For servers that log logouts (Dovecot, Courier, UW, Cyrus) a client stays"
+        " authorized while its session is open and grace starts at the logout; a session"
+        " whose logout is never logged is held at most this long after its login.",
     ),
     Option(
         "ignore_networks",
@@ -225,6 +242,8 @@ def _key_lines(text: str) -> Dict[Tuple[str, Optional[str]], int]:
 
 
 def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
+    if "distro" in raw and raw["distro"][0].strip() != "auto":
+        distro = named_distro(raw["distro"][0].strip())  # explicit: overrides detection
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     texts: Dict[str, str] = {}
@@ -245,13 +264,18 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
 
 def render_default_config() -> str:
     """The shipped ``popbsmtp.conf``: every option, commented, at its default."""
+    import textwrap
+
     out = [
-        "# popbsmtp configuration.  Every option is shown at its default;",
-        "# uncomment and change what you need.  See popbsmtp.conf(5).",
+        "# popbsmtp configuration.  Every option is shown commented out at its",
+        "# default; uncomment and change what you need.  Files in conf.d/*.conf",
+        "# beside this one are read after it.  See popbsmtp.conf(5), and",
+        "# 'popbsmtp check-config --explain' for the values in effect.",
         "",
         f"[{SECTION}]",
     ]
     for opt in SCHEMA:
-        default = opt.default if isinstance(opt.default, str) else "(distribution default)"
-        out += ["", f"# {opt.help}", f"#{opt.name} = {default}"]
+        shown = opt.default if isinstance(opt.default, str) else opt.example
+        out += ["", *textwrap.wrap(opt.help, 76, initial_indent="# ", subsequent_indent="# ")]
+        out.append(f"#{opt.name} = {shown}".rstrip())
     return "\n".join(out) + "\n"

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import sys
+import threading
 from typing import IO, Optional
 
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
@@ -116,6 +117,9 @@ class Detached:
 
 def daemonize(pidfile: str) -> Detached:
     """Detach; returns only in the daemon.  The calling process exits 0 or 1."""
+    if threading.active_count() > 1:
+        # Only the forking thread survives a fork: the daemon would miss the others.
+        raise PopbsmtpError("internal error: threads were started before daemonizing")
     lock = PidFile(os.path.abspath(pidfile))
     lock.check()
     sys.stdout.flush()

@@ -1,9 +1,24 @@
 """Per-distribution defaults, as data: where the mail log lives and its format.
 
-Chosen from ``/etc/os-release`` (``ID`` then ``ID_LIKE``).  Debian 12+ and
-Ubuntu 24.04+ rsyslog write RFC 3339 timestamps; older releases and RHEL
-write the traditional BSD format.  ``auto`` log formats accept both anyway;
-this only picks the log path and the documented expectation.
+``distro = auto`` reads ``/etc/os-release`` (``ID``, then ``ID_LIKE``);
+``distro = NAME`` picks a family explicitly (a container or chroot whose
+os-release is not the host's).  The table:
+
+=====================================  ===================  ================
+distribution                           logfile              envelope
+=====================================  ===================  ================
+RHEL, CentOS, Alma, Rocky, Fedora …    /var/log/maillog     rfc3164
+Debian 12+, Ubuntu 24.04+              /var/log/mail.log    rfc3339
+older Debian and Ubuntu                /var/log/mail.log    rfc3164
+SUSE, openSUSE, SLES                   /var/log/mail        rfc3164
+FreeBSD                                /var/log/maillog     rfc3164
+=====================================  ===================  ================
+
+Only the log path becomes a default: ``log_format`` stays ``auto``, which
+accepts every envelope (the distro's own is tried among the first), because
+an admin who switches rsyslog's template should not lose logins silently.
+The expected envelope is reported by ``check-config --explain`` via the
+``logfile`` source text.  Nothing here reads the log itself.
 """
 
 from __future__ import annotations
@@ -11,6 +26,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from typing import Dict, Optional
+
+from popbsmtp.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,7 @@ _ALIASES = {
     "opensuse-tumbleweed": "suse",
     "sles": "suse",
 }
+KNOWN_DISTROS = tuple(sorted({*_FAMILIES, *_ALIASES}))
 
 
 def read_os_release(path: str = "/etc/os-release") -> Dict[str, str]:
@@ -71,6 +89,29 @@ def detect(path: str = "/etc/os-release") -> Distro:
     if family is None:
         family = "debian"  # the most common; the log path is reported by check-config
     return Distro(ident or "unknown", family, _FAMILIES[family], _log_format(family, ident, info))
+
+
+def distro_name(text: str) -> str:
+    """Parse the ``distro`` option: ``auto`` or a known name (``ubuntu:24.04`` …)."""
+    word = text.strip().lower()
+    name = word.partition(":")[0]
+    if word != "auto" and name not in KNOWN_DISTROS:
+        raise ValueError(
+            f"unknown distro {text.strip()!r}; known: auto, {', '.join(KNOWN_DISTROS)}"
+        )
+    return word
+
+
+def named_distro(text: str) -> Distro:
+    """The defaults for an explicit ``distro = NAME[:VERSION]``."""
+    try:
+        word = distro_name(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="distro") from None
+    ident, _, version = word.partition(":")
+    family = _ALIASES.get(ident, ident)
+    info = {"VERSION_ID": version}
+    return Distro(ident, family, _FAMILIES[family], _log_format(family, ident, info))
 
 
 def _log_format(family: str, ident: str, info: Dict[str, str]) -> str:

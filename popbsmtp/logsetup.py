@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import socket
 import sys
 from typing import Optional, TextIO, Union
 
@@ -39,7 +40,9 @@ def setup(
     elif target == "stderr":
         handler = logging.StreamHandler(stream or sys.stderr)
         stamped = not os.environ.get("JOURNAL_STREAM")
-        handler.setFormatter(logging.Formatter(_STAMPED if stamped else "%(levelname)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(_STAMPED if stamped else "%(levelname)s: %(message)s")
+        )
     else:
         handler = _file_handler(target)
     root = logging.getLogger()
@@ -57,6 +60,10 @@ def set_level(level: str) -> None:
 
 def _syslog_handler(address: Union[str, tuple]) -> logging.Handler:
     try:
+        if isinstance(address, str):
+            # SysLogHandler ignores a missing socket and drops every message; fail at start.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                probe.connect(address)
         handler = logging.handlers.SysLogHandler(
             address=address, facility=logging.handlers.SysLogHandler.LOG_MAIL
         )
@@ -88,7 +95,7 @@ def reopen() -> None:
         try:
             if handler.stream is not None:
                 handler.stream.close()
-                handler.stream = None  # type: ignore[assignment]
+                handler.stream = None
             handler.stream = open(  # noqa: SIM115 - owned by the handler
                 handler.baseFilename, "a", encoding=handler.encoding
             )

@@ -17,14 +17,20 @@ from typing import IO, Any, Dict, Iterable, List, Optional, TextIO
 from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import refusal
 from popbsmtp.matcher import Login, Matcher
+from popbsmtp.profiles import LOGIN
+from popbsmtp.sessions import SessionTracker
 
 # Words POP/IMAP servers use for a successful login; used only to point out
 # lines that matched nothing, never to grant.
 _LOOKS_LIKE_LOGIN = re.compile(
-    rb"(?i)(?<!failed )(?<!bad)\b(?:login|logged in|authenticated|auth ok|user login)\b"
+    rb"(?i)(?<!failed )(?<!bad)\b(?:login|logged in|authenticated|auth ok|user login"
+    rb"|authentication passed|log on successful|login success|successful login)\b"
 )
-_FAILURE = re.compile(rb"(?i)fail|bad|invalid|denied|error|aborted|disconnected \(")
+_FAILURE = re.compile(
+    rb"(?i)fail|bad|invalid|denied|error|aborted|disconnected|connection closed|no auth"
+)
 MAX_MISSES = 20
+DEFAULT_MAX_SESSION = 24 * 3600.0
 
 
 def iso(stamp: float) -> str:
@@ -40,16 +46,24 @@ def run_test(
     ignored: IgnoredNetworks,
     out: TextIO,
     as_json: bool,
+    max_session: float = DEFAULT_MAX_SESSION,
 ) -> Dict[str, Any]:
     misses: List[int] = []
+    # The same joining of two-line forms and session windows as the daemon.
+    sessions = SessionTracker(grace, max_session, matcher.profiles)
     for number, line in enumerate(lines, 1):
         line = line.rstrip(b"\n")
-        login = matcher.match(line, now)
-        if login is None:
+        found = matcher.match(line, now)
+        if found is None:
             if len(misses) < MAX_MISSES and _looks_like_login(line):
                 misses.append(number)
             continue
-        reason = refusal(login, now, grace, ignored) if login.event == "login" else None
+        login = sessions.resolve(found)
+        if login is None:
+            continue  # a connect line: only its later auth line is an event
+        reason = None
+        if login.event == LOGIN:
+            reason = refusal(login, now, sessions.window(login), ignored)
         _report(out, number, login, reason, as_json)
     stats = matcher.stats
     summary = {
@@ -59,7 +73,9 @@ def run_test(
         "overlong": stats.overlong,
         "matched": dict(sorted(stats.matched.items())),
         "profiles_matched": sorted({k.split("/")[0] for k in stats.matched}),
+        "profiles_tried": [profile.name for profile in matcher.profiles],
         "unrecognised_login_lines": misses,
+        "unjoined_two_line_logins": sessions.stats.unjoined,
     }
     if as_json:
         out.write(json.dumps({"summary": summary}) + "\n")
@@ -101,8 +117,10 @@ def _print_summary(out: TextIO, summary: Dict[str, Any]) -> None:
         out.write("Matched per rule:\n")
         for rule, count in summary["matched"].items():
             out.write(f"  {rule}: {count}\n")
+        out.write(f"Profiles that matched: {', '.join(summary['profiles_matched'])}\n")
     else:
         out.write("No POP/IMAP logins found.\n")
+    out.write(f"Profiles tried: {', '.join(summary['profiles_tried'])}\n")
     if summary["unrecognised_login_lines"]:
         numbers = ", ".join(map(str, summary["unrecognised_login_lines"]))
         out.write(

@@ -1,9 +1,10 @@
 """Turn raw log lines into :class:`Login` events using the selected profiles.
 
-A cheap prefilter (one regex over the literal needles of every rule) runs on
-each raw line first; only candidates get their envelope parsed and their
-program's rules tried.  The matcher decides *what a line says*; whether the
-address may relay is :mod:`popbsmtp.grants`' decision.
+A cheap prefilter (the literal needles of every rule) runs on raw bytes
+first, over a whole read block at once in the daemon; only candidate lines
+get their envelope parsed and their program's rules tried.  The matcher
+decides *what a line says*; whether the address may relay is
+:mod:`popbsmtp.grants`' decision.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from popbsmtp.addresses import InvalidAddress, postfix_key
 from popbsmtp.profiles import Profile, Rule
@@ -78,6 +79,7 @@ class Matcher:
                     self._by_program.setdefault(program, []).append((profile, rule))
         pattern = b"|".join(re.escape(n.encode()) for n in sorted(needles)) or rb"(?!x)x"
         self._prefilter = re.compile(pattern)
+        self._needles = _shortest_needles(needles)
 
     def is_candidate(self, line: bytes) -> bool:
         """True when some rule could match (raw bytes: no decoding yet)."""
@@ -90,6 +92,43 @@ class Matcher:
     def match(self, line: bytes, now: float) -> Optional[Login]:
         """Return the event a raw line (without newline) describes, or None."""
         if not self.is_candidate(line):
+            return None
+        return self._match_candidate(line, now)
+
+    def match_block(self, block: bytes, now: float) -> List[Login]:
+        """The events in a block of complete lines (as the tail reads them), in log order.
+
+        Same answers as :meth:`match` on each line, but the block is searched
+        once per needle with ``bytes.find`` (C, memory speed) and only the
+        lines around a hit are cut out: the great majority of lines cost no
+        Python work at all.  An overlong line is only noticed (and counted)
+        when it is a candidate; any other line yields nothing anyway.
+        """
+        self.stats.lines += block.count(b"\n") + (bool(block) and not block.endswith(b"\n"))
+        found = []
+        for start, end in self._candidate_lines(block):
+            login = self._match_candidate(block[start:end], now)
+            if login is not None:
+                found.append(login)
+        return found
+
+    def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
+        """(start, end) of each line holding a needle, sorted, newline excluded."""
+        spans: Dict[int, int] = {}
+        size = len(block)
+        for needle in self._needles:
+            pos = block.find(needle)
+            while 0 <= pos < size:
+                start = block.rfind(b"\n", 0, pos) + 1
+                end = block.find(b"\n", pos)
+                end = size if end < 0 else end
+                spans[start] = end
+                pos = block.find(needle, end + 1)
+        return sorted(spans.items())
+
+    def _match_candidate(self, line: bytes, now: float) -> Optional[Login]:
+        if len(line) > self.max_line_length:
+            self.stats.overlong += 1
             return None
         self.stats.candidates += 1
         # Invalid UTF-8 becomes U+FFFD, which no address or rule accepts.
@@ -109,6 +148,18 @@ class Matcher:
             self.stats.matched[f"{profile.name}/{rule.name}"] += 1
             return _login(envelope, profile, rule, found)
         return None
+
+
+def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
+    """The needles to search for: one that contains another adds no candidate."""
+    encoded = sorted({n.encode() for n in needles}, key=len)
+    if any(b"\n" in n for n in encoded):
+        raise ValueError("a rule needle cannot contain a newline")
+    kept: List[bytes] = []
+    for needle in encoded:
+        if not any(shorter in needle for shorter in kept):
+            kept.append(needle)
+    return kept
 
 
 def _login(envelope: Envelope, profile: Profile, rule: Rule, found: re.Match) -> Login:

@@ -43,7 +43,9 @@ def ready() -> bool:
 
 def reloading() -> bool:
     # MONOTONIC_USEC lets Type=notify-reload managers match the reload to this message.
-    return notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+    return notify(
+        f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+    )
 
 
 def stopping() -> bool:

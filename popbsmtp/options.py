@@ -102,5 +102,15 @@ def text(value: str) -> str:
     return value.strip()
 
 
+def log_target(value: str) -> str:
+    """``auto``, ``syslog``, ``stderr`` or an absolute path (our own log file)."""
+    value = value.strip()
+    if value.lower() in ("auto", "syslog", "stderr"):
+        return value.lower()
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not auto, syslog, stderr or an absolute file path")
+    return absolute_path(value)
+
+
 log_format = choice(*FORMATS)
 log_level = choice("debug", "info", "warning", "error")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -95,3 +96,104 @@ def check_config_dir(config_dir: Optional[str]) -> None:
     """Fail early, with a clear message, when ``-c DIR`` has no main.cf."""
     if config_dir and not os.path.isfile(os.path.join(config_dir, "main.cf")):
         raise PostfixError(f"{config_dir} has no main.cf; -c must name a Postfix config directory")
+
+
+# -- restriction lists ---------------------------------------------------
+
+UNAUTH = ("defer_unauth_destination", "reject_unauth_destination")
+UNCONDITIONAL = ("permit", "reject", "defer", "defer_if_permit", "defer_if_reject")
+DEFAULT_RELAY = ["permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"]
+
+
+def same_table(word: str, table: str) -> bool:
+    """Whether a ``check_client_access`` argument names ``table`` (``proxy:`` allowed)."""
+    if word.startswith("proxy:"):
+        word = word[len("proxy:") :]
+    kind, _, path = word.partition(":")
+    want_kind, _, want_path = table.partition(":")
+    return kind == want_kind and bool(path) and os.path.normpath(path) == want_path
+
+
+def check_index(words: List[str], table: str) -> Optional[int]:
+    """Where ``check_client_access TABLE`` starts in a restriction list, or None."""
+    for i, word in enumerate(words[:-1]):
+        if word == "check_client_access" and same_table(words[i + 1], table):
+            return i
+    return None
+
+
+def first_of(
+    words: List[str], names: Tuple[str, ...], before: Optional[int] = None
+) -> Optional[int]:
+    """Index of the first restriction in ``names`` (before index ``before``), or None."""
+    end = len(words) if before is None else before
+    for i, word in enumerate(words[:end]):
+        if word in names:
+            return i
+    return None
+
+
+def with_check(words: List[str], table: str) -> List[str]:
+    """``words`` with ``check_client_access TABLE`` moved where it takes effect:
+    before the first unconditional or ``*_unauth_destination`` restriction."""
+    words = list(words or DEFAULT_RELAY)
+    found = check_index(words, table)
+    if found is not None:
+        del words[found : found + 2]
+    stops = [i for i in (first_of(words, UNAUTH), first_of(words, UNCONDITIONAL)) if i is not None]
+    if not stops:
+        return [*words, "check_client_access", table, "defer_unauth_destination"]
+    at = min(stops)
+    return [*words[:at], "check_client_access", table, *words[at:]]
+
+
+def placement(relay: str, recipient: str, table: str) -> Tuple[str, str]:
+    """("OK" | "WARNING" | "ERROR", why) for where ``check_client_access TABLE`` sits.
+
+    smtpd_relay_restrictions runs first (compatibility_level >= 1); only when
+    it decides nothing do smtpd_recipient_restrictions decide relaying.
+    """
+    relay_words = restriction_list(relay)
+    words, name = relay_words, "smtpd_relay_restrictions"
+    decides = first_of(relay_words, UNAUTH + UNCONDITIONAL)
+    if decides is None and check_index(relay_words, table) is None:
+        words, name = restriction_list(recipient), "smtpd_recipient_restrictions"
+    check = f"check_client_access {table}"
+    at = check_index(words, table)
+    unauth = first_of(words, UNAUTH)
+    if at is None:
+        if check_index(restriction_list(recipient), table) is None:
+            return "ERROR", f"{check} is not in {name}"
+        stop = words[unauth] if unauth is not None else "its own decision"
+        return "ERROR", (
+            f"{check} is only in smtpd_recipient_restrictions, but {name} runs first and "
+            f"stops at {stop}: granted clients get 454 Relay access denied"
+        )
+    if unauth is not None and unauth < at:
+        return "ERROR", f"{check} comes after {words[unauth]} in {name}"
+    blocker = first_of(words, UNCONDITIONAL, before=at)
+    if blocker is not None:
+        return "WARNING", f"{check} in {name} is unreachable after '{words[blocker]}'"
+    return "OK", f"{check} is in {name} before the relay decision"
+
+
+def fix_command(relay: str, table: str, service: Optional[str], config_dir: Optional[str]) -> str:
+    """The exact postconf command that puts the check where it takes effect."""
+    fixed = with_check(restriction_list(relay), table)
+    base = ["postconf", *(["-c", config_dir] if config_dir else [])]
+    if service is None:
+        return shlex.join([*base, "-e", f"smtpd_relay_restrictions = {_render(fixed, ', ')}"])
+    # postconf -P refuses whitespace in master.cf values: commas only.
+    setting = f"{service}/smtpd_relay_restrictions={_render(fixed, ',')}"
+    return shlex.join([*base, "-P", setting])
+
+
+def _render(words: List[str], sep: str) -> str:
+    """Join restrictions, keeping each ``check_*`` with its table argument."""
+    items: List[str] = []
+    for word in words:
+        if items and items[-1].startswith("check_") and ":" in word and ":" not in items[-1]:
+            items[-1] += (" " if sep != "," else ",") + word
+        else:
+            items.append(word)
+    return sep.join(items)

@@ -16,17 +16,19 @@ import threading
 import time
 from typing import Callable, Dict, Optional
 
-from popbsmtp import control
+from popbsmtp import control, logsetup, notify
 from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.config import Settings
-from popbsmtp.errors import MapError, StartupError
+from popbsmtp.errors import MapError, PopbsmtpError, StartupError
 from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
 from popbsmtp.maps._files import check_directory
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGOUT, select
 from popbsmtp.reaper import Reaper
+from popbsmtp.sessions import SessionTracker
 from popbsmtp.sources.tail import FileTail
+from popbsmtp.sources.window import window_start
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.syslog import EnvelopeParser
@@ -34,6 +36,9 @@ from popbsmtp.syslog import EnvelopeParser
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 1.0
+WINDOW_SLACK = 300.0  # log lines are only nearly in time order
+# What SIGHUP applies to a running daemon; other changed options wait for a restart.
+RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level")
 
 
 def build_matcher(settings: Settings) -> Matcher:
@@ -51,8 +56,11 @@ class Service:
         *,
         clock: Callable[[], float] = time.time,
         dry_run: bool = False,
+        loader: Optional[Callable[[], Settings]] = None,
     ) -> None:
         self.settings = settings
+        self.loader = loader  # re-reads the config on SIGHUP
+        self._reload_wanted = False
         self.clock = clock
         self.dry_run = dry_run
         self.wake = threading.Event()
@@ -60,9 +68,11 @@ class Service:
         self.matcher = build_matcher(settings)
         self.ignored: IgnoredNetworks = parse_networks(settings.ignore_networks)
         self.table = GrantTable(settings.max_entries)
+        self.sessions = SessionTracker(settings.grace, settings.max_session, self.matcher.profiles)
         self.state = StateFile(settings.state_dir)
         self.lock = StateLock(settings.state_dir)
         self._last_save = 0.0
+        self._last_now = float("inf")  # the first step checks grants loaded from state
         self._unsaved = False
         self.started = 0.0
 
@@ -89,7 +99,10 @@ class Service:
         self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
         self.tail = FileTail(
-            self.settings.logfile, snap.position, max_line_length=self.settings.max_line_length
+            self.settings.logfile,
+            snap.position,
+            max_line_length=self.settings.max_line_length,
+            initial_offset=self._window_start,
         )
         log_dir = os.path.dirname(self.settings.logfile) or "."
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
@@ -125,7 +138,11 @@ class Service:
                 self.wake.clear()
                 if self._stopping:
                     break
+                if self._reload_wanted:
+                    self._reload_wanted = False
+                    self._reload_from_loader()
                 self.step()
+            notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
             self.shutdown()
@@ -134,6 +151,37 @@ class Service:
         """Ask the loop to finish; safe from a signal handler."""
         self._stopping = True
         self.wake.set()
+
+    def request_reload(self) -> None:
+        """Ask the loop to re-read the config; safe from a signal handler."""
+        self._reload_wanted = True
+        self.wake.set()
+
+    def _reload_from_loader(self) -> None:
+        notify.reloading()
+        logsetup.reopen()
+        try:
+            if self.loader is not None:
+                self.reload(self.loader())
+        except (ValueError, PopbsmtpError) as exc:  # a bad new config is never applied
+            log.error("reload failed, keeping the running configuration: %s", exc)
+        notify.ready()
+
+    def reload(self, settings: Settings) -> None:
+        """Apply the reloadable options of ``settings``; grants are kept as they are."""
+        matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
+        ignored = parse_networks(settings.ignore_networks)
+        matcher.stats = self.matcher.stats
+        self.matcher, self.ignored = matcher, ignored
+        for name in RELOADABLE:
+            setattr(self.settings, name, getattr(settings, name))
+            self.settings.raw[name] = settings.raw[name]
+            self.settings.sources[name] = settings.sources[name]
+        logsetup.set_level(settings.log_level)
+        later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
+        if later:
+            log.warning("changed options need a restart to take effect: %s", ", ".join(later))
+        log.info("configuration reloaded; %d clients authorized", len(self.table))
 
     def shutdown(self) -> None:
         for part in ("reaper", "watcher"):
@@ -154,13 +202,11 @@ class Service:
 
     def step(self) -> None:
         now = self.clock()
+        if now < self._last_now:
+            self._cap_expiries(now)
+        self._last_now = now
         forced = self._apply_requests(now)
-        lines = self.tail.read()
-        match = self.matcher.match
-        for line in lines:
-            login = match(line, now)
-            if login is not None:
-                self.handle(login, now)
+        lines = self._read_log(now)
         for ip in self.table.expire(now):
             log.info("expired %s", ip)
         self.keeper.publish(self.table, now)
@@ -171,15 +217,58 @@ class Service:
             for path in forced:
                 control.done(path)
 
+    def _read_log(self, now: float) -> bool:
+        """Match every complete line there is now, a bounded batch of blocks at a time."""
+        got = False
+        while True:
+            blocks = self.tail.read_blocks()
+            for block in blocks:
+                for login in self.matcher.match_block(block, now):
+                    self.handle(login, now)
+            got = got or bool(blocks)
+            if not self.tail.more:
+                return got
+
+    def _window_start(self, fd: int) -> int:
+        """No saved position: skip what is too old to grant (plus slack for disorder)."""
+        now = self.clock()
+        parser = self.matcher.parser
+
+        def stamp(line: bytes) -> Optional[float]:
+            envelope = parser.parse(line.decode("utf-8", "replace"), now)
+            return None if envelope is None else envelope.time
+
+        return window_start(fd, stamp, now - self.settings.grace - WINDOW_SLACK)
+
+    def _cap_expiries(self, now: float) -> None:
+        """After the clock went back, no grant may outlive ``now + grace``.
+
+        Otherwise a jump back by a day would let every client relay a day
+        longer.  O(n), but only at start and after a backward jump.
+        """
+        latest = now + self.settings.grace
+        capped = [g for g in self.table if g.expires > latest]
+        for grant in capped:
+            self.table.remove(grant.ip)
+            self.table.grant(grant.ip, latest, grant.profile, grant.rule)
+        if capped and self._last_now != float("inf"):
+            log.warning("clock went back; %d grants capped to grace from now", len(capped))
+
     def handle(self, login: Login, now: float) -> None:
-        if login.event == LOGOUT:
+        resolved = self.sessions.resolve(login)  # joins two-line forms; None for a connect
+        if resolved is None:
             return
-        reason = refusal(login, now, self.settings.grace, self.ignored)
+        login = resolved
+        if login.event == LOGOUT:
+            if self.sessions.logout(login, now, self.table):
+                log.debug("session ended for %s (%s)", login.ip or login.session, login.rule_id)
+            return
+        reason = refusal(login, now, self.sessions.window(login), self.ignored)
         if reason is not None:
             log.debug("not granting %s (%s): %s", login.raw_ip, login.rule_id, reason)
             return
         assert login.ip is not None
-        expires = min(login.time, now) + self.settings.grace
+        expires = self.sessions.login(login, now, self.table)
         new = login.ip not in self.table
         if self.table.grant(login.ip, expires, login.profile, login.rule) and new:
             log.info(

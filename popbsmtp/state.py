@@ -59,25 +59,33 @@ class StateFile:
         self.path = os.path.join(state_dir, "state.json")
 
     def load(self) -> Snapshot:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             return Snapshot()
+        except OSError as exc:  # ELOOP: a symlink in state_dir is never followed
+            return self._set_aside(exc)
         try:
             with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise ValueError("not a regular file")
                 data = json.loads(handle.read())
             return _snapshot(data)
         except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
-            aside = f"{self.path}.corrupt-{int(time.time())}"
-            with contextlib.suppress(OSError):
-                os.rename(self.path, aside)
-            log.warning(
-                "state file %s is unreadable (%s); set aside as %s, starting empty",
-                self.path,
-                exc,
-                aside,
-            )
-            return Snapshot()
+            return self._set_aside(exc)
+
+    def _set_aside(self, exc: Exception) -> Snapshot:
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        with contextlib.suppress(OSError):
+            os.rename(self.path, aside)
+        log.warning(
+            "state file %s is unreadable (%s); set aside as %s, starting empty",
+            self.path,
+            exc,
+            aside,
+        )
+        return Snapshot()
 
     def save(self, snap: Snapshot) -> None:
         """Write atomically; raises OSError (the caller logs and retries)."""

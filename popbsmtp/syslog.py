@@ -1,10 +1,30 @@
-"""Split a syslog line into its envelope: time, host, program, pid, message.
+"""Split a log line into its envelope: time, host, program, pid, message.
 
-Two formats are understood: the traditional BSD one
-(``Nov 27 04:48:08 host prog[pid]: msg``, local time, no year) and RFC 3339
-high-precision timestamps (``2026-11-27T04:48:08.123456+00:00 host ...``,
-Debian 12's rsyslog default).  The parser only splits; it never decides
-whether a message is a login (that is :mod:`popbsmtp.matcher`'s job).
+Understood formats (``log_format``):
+
+- ``rfc3164``: traditional BSD syslog, ``Nov 27 04:48:08 host prog[pid]: msg``
+  (local time, no year; RHEL, FreeBSD, older Debian/Ubuntu).
+- ``rfc3339``: rsyslog's high-precision stamps,
+  ``2026-11-27T04:48:08.123456+00:00 host prog[pid]: msg`` (Debian 12+,
+  Ubuntu 24.04+).
+- ``rfc5424``: ``<PRI>1 2026-11-27T04:48:08Z host app procid msgid SD msg``
+  as written by rsyslog's ``RSYSLOG_SyslogProtocol23Format`` (``<PRI>``
+  optional, ``-`` for an absent pid).
+- ``dovecot``: Dovecot's own ``log_path``/``info_log_path`` file:
+  ``Nov 27 04:48:08 imap-login: Info: Login: …`` (2.x; also with an ISO
+  ``log_timestamp``) and ``dovecot: Nov 27 04:48:08 Info: imap-login: …``
+  (1.x).  There is no host; the program is reported as ``dovecot`` so the
+  same profile rules apply, and the message keeps Dovecot's ``Info: `` level
+  (the dovecot profile allows it).
+- ``qpopper``: qpopper's trace file, ``Wed Nov 27 04:48:08 2026 [pid] msg``
+  (program ``popper``).
+- ``apple``: Apple Mail Server's own log, ``Nov 27 2026 04:48:08 msg``
+  (program ``AppleMailServer``).
+- ``auto``: all of the above, first match wins.
+
+The parser only splits; it never decides whether a message is a login (that
+is :mod:`popbsmtp.matcher`'s job).  A line no format accepts yields None and
+the matcher counts it as unparseable.
 """
 
 from __future__ import annotations
@@ -14,21 +34,50 @@ import datetime as dt
 import re
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 # ASCII-only classes on purpose: `\d` would accept Unicode digits.
 _PROGRAM = r"(?P<prog>[A-Za-z0-9_./-]{1,64})(?:\[(?P<pid>[0-9]{1,10})\])?: "
-_RFC3164 = re.compile(
+_BSD_STAMP = (
     r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ 0-9][0-9]) (?P<hms>[0-9]{2}:[0-9]{2}:[0-9]{2})"
-    r"(?:\.[0-9]{1,6})? (?P<host>[^ ]{1,255}) " + _PROGRAM
+    r"(?:\.[0-9]{1,6})?"
 )
-_RFC3339 = re.compile(
+_ISO_STAMP = (
     r"(?P<stamp>[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2}))"
-    r" (?P<host>[^ ]{1,255}) " + _PROGRAM
+)
+# A host never ends in ':'; that keeps Dovecot's "imap-login: Info:" from
+# being read as host "imap-login:" and program "Info".
+_HOST = r"(?P<host>[^ ]{0,254}[^ :])"
+_RFC3164 = re.compile(_BSD_STAMP + " " + _HOST + " " + _PROGRAM)
+_RFC3339 = re.compile(_ISO_STAMP + " " + _HOST + " " + _PROGRAM)
+_RFC5424 = re.compile(
+    r"(?:<[0-9]{1,3}>)?1 " + _ISO_STAMP + r" (?P<host>[!-~]{1,255}) (?P<prog>[!-~]{1,48})"
+    r" (?:-|(?P<pid>[0-9]{1,10})|[!-~]{1,128}) (?:-|[!-~]{1,32}) "
+)
+_LEVEL_WORDS = "Info|Warning|Error|Fatal|Panic|Debug"
+_LEVELS = r"(?:" + _LEVEL_WORDS + "): "
+_DOVECOT_LOCAL = (
+    r"(?P<local>[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?)"
+)
+# 2.x: "<stamp> imap-login: Info: ..." or "<stamp> imap(user)<pid><id>: Info: ...".
+_DOVECOT2 = re.compile(
+    r"(?:" + _BSD_STAMP + "|" + _DOVECOT_LOCAL + r") "
+    r"(?=[a-z][a-z0-9-]{0,31}(?:\(|: " + _LEVELS + "))"
+)
+# 1.x: "dovecot: <stamp> Info: imap-login: ...".
+_DOVECOT1 = re.compile(
+    r"dovecot: (?:" + _BSD_STAMP + "|" + _DOVECOT_LOCAL + r") (?=" + _LEVELS + ")"
+)
+_QPOPPER = re.compile(
+    r"[A-Z][a-z]{2} " + _BSD_STAMP + r" (?P<year>[0-9]{4}) \[(?P<pid>[0-9]{1,10})\] "
+)
+_APPLE = re.compile(
+    r"(?P<mon>[A-Z][a-z]{2}) (?P<day>[ 0-9][0-9]) (?P<year>[0-9]{4}) "
+    r"(?P<hms>[0-9]{2}:[0-9]{2}:[0-9]{2}) "
 )
 _MONTHS = {name: i for i, name in enumerate(calendar.month_abbr) if name}
-FORMATS = ("auto", "rfc3164", "rfc3339")
+FORMATS = ("auto", "rfc3164", "rfc3339", "rfc5424", "dovecot", "qpopper", "apple")
 
 
 @dataclass(frozen=True)
@@ -40,6 +89,9 @@ class Envelope:
     program: str
     pid: Optional[int]
     message: str
+
+
+Splitter = Callable[[str, float], Optional[Envelope]]
 
 
 class EnvelopeParser:
@@ -54,49 +106,162 @@ class EnvelopeParser:
         if log_format not in FORMATS:
             raise ValueError(f"unknown log format {log_format!r}")
         self.log_format = log_format
+        order = [name for name in _ORDER if log_format in ("auto", name)]
+        self._splitters: List[Splitter] = [_SPLITTERS[name] for name in order]
 
     def parse(self, line: str, now: float) -> Optional[Envelope]:
         """Return the envelope, or None when the line has no recognised one."""
-        if self.log_format != "rfc3339":
-            match = _RFC3164.match(line)
-            if match:
-                stamp = _bsd_time(match, now)
-                return None if stamp is None else _envelope(stamp, match, line)
-        if self.log_format != "rfc3164":
-            match = _RFC3339.match(line)
-            if match:
-                stamp = _iso_time(match.group("stamp"))
-                return None if stamp is None else _envelope(stamp, match, line)
+        for split in self._splitters:
+            envelope = split(line, now)
+            if envelope is not None:
+                return envelope
         return None
 
 
-def _envelope(stamp: float, match: re.Match, line: str) -> Envelope:
-    pid = match.group("pid")
-    return Envelope(
-        time=stamp,
-        host=match.group("host"),
-        program=match.group("prog"),
-        pid=int(pid) if pid else None,
-        message=line[match.end() :],
-    )
+def _syslog(regex: re.Pattern[str], iso: bool) -> Splitter:
+    def split(line: str, now: float) -> Optional[Envelope]:
+        match = regex.match(line)
+        if match is None:
+            return None
+        stamp = _iso_time(match.group("stamp")) if iso else _bsd_time(match, now)
+        if stamp is None:
+            return None
+        pid = match.group("pid")
+        return Envelope(
+            stamp, match.group("host"), match.group("prog"), int(pid) if pid else None,
+            line[match.end() :],
+        )  # fmt: skip
+
+    return split
+
+
+def _rfc5424(line: str, now: float) -> Optional[Envelope]:
+    envelope = _syslog(_RFC5424, iso=True)(line, now)
+    if envelope is None:
+        return None
+    message = _skip_structured_data(envelope.message)
+    if message is None:
+        return None
+    if message.startswith("\ufeff"):  # RFC 5424 lets MSG start with a UTF-8 BOM
+        message = message[1:]
+    return Envelope(envelope.time, envelope.host, envelope.program, envelope.pid, message)
+
+
+def _skip_structured_data(text: str) -> Optional[str]:
+    """MSG after STRUCTURED-DATA (``-`` or ``[id k="v" ...]...``), None if malformed.
+
+    A hand scan, not a regex: quoted values may contain escaped ``\\]`` and
+    ``\\"``, and a loop over characters cannot backtrack.
+    """
+    if text.startswith("-"):
+        return text[2:] if text.startswith("- ") else (None if text[1:] else "")
+    pos, quoted = 0, False
+    while pos < len(text):
+        char = text[pos]
+        if quoted:
+            if char == "\\":
+                pos += 1
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "]" and not text.startswith("[", pos + 1):
+            rest = text[pos + 1 :]
+            return rest[1:] if rest.startswith(" ") else (None if rest else "")
+        pos += 1
+    return None
+
+
+def _dovecot(line: str, now: float) -> Optional[Envelope]:
+    for regex in (_DOVECOT2, _DOVECOT1):
+        match = regex.match(line)
+        if match is None:
+            continue
+        local = match.group("local")
+        stamp = _local_time(local) if local else _bsd_time(match, now)
+        if stamp is None:
+            return None
+        message = line[match.end() :]
+        if regex is _DOVECOT1:  # "Info: imap-login: Login: ..." -> "imap-login: Info: ..."
+            level, _, rest = message.partition(": ")
+            prefix, sep, tail = rest.partition(": ")
+            message = f"{prefix}: {level}: {tail}" if sep else message
+        return Envelope(stamp, "", "dovecot", None, message)
+    return None
+
+
+def _qpopper(line: str, now: float) -> Optional[Envelope]:
+    match = _QPOPPER.match(line)
+    if match is None:
+        return None
+    stamp = _dated(match)
+    if stamp is None:
+        return None
+    return Envelope(stamp, "", "popper", int(match.group("pid")), line[match.end() :])
+
+
+def _apple(line: str, now: float) -> Optional[Envelope]:
+    match = _APPLE.match(line)
+    if match is None:
+        return None
+    stamp = _dated(match)
+    if stamp is None:
+        return None
+    return Envelope(stamp, "", "AppleMailServer", None, line[match.end() :])
+
+
+# The Dovecot check comes before rfc3164 on purpose: both start with a BSD stamp.
+_ORDER = ("dovecot", "rfc3339", "rfc3164", "rfc5424", "qpopper", "apple")
+_SPLITTERS: Dict[str, Splitter] = {
+    "rfc3164": _syslog(_RFC3164, iso=False),
+    "rfc3339": _syslog(_RFC3339, iso=True),
+    "rfc5424": _rfc5424,
+    "dovecot": _dovecot,
+    "qpopper": _qpopper,
+    "apple": _apple,
+}
+
+
+def _hms(match: re.Match) -> Tuple[int, int, int]:
+    hour, minute, second = (int(x) for x in match.group("hms").split(":"))
+    return hour, minute, second
 
 
 def _bsd_time(match: re.Match, now: float) -> Optional[float]:
     month = _MONTHS.get(match.group("mon"))
     if month is None:
         return None
-    hour, minute, second = (int(x) for x in match.group("hms").split(":"))
     year = time.localtime(now).tm_year
     for candidate in (year, year - 1):
-        try:
-            stamp = time.mktime(
-                (candidate, month, int(match.group("day")), hour, minute, second, 0, 0, -1)
-            )
-        except (OverflowError, ValueError):
+        stamp = _mktime(candidate, month, int(match.group("day")), _hms(match))
+        if stamp is None:
             return None
         if stamp <= now + 86400:
             return stamp
     return None
+
+
+def _dated(match: re.Match) -> Optional[float]:
+    month = _MONTHS.get(match.group("mon"))
+    if month is None:
+        return None
+    return _mktime(int(match.group("year")), month, int(match.group("day")), _hms(match))
+
+
+def _mktime(year: int, month: int, day: int, hms: Tuple[int, int, int]) -> Optional[float]:
+    if not (1 <= day <= 31 and hms[0] < 24 and hms[1] < 60 and hms[2] < 61):
+        return None
+    try:
+        return time.mktime((year, month, day, *hms, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
+
+
+def _local_time(text: str) -> Optional[float]:
+    try:
+        return dt.datetime.fromisoformat(text[:26]).timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _iso_time(text: str) -> Optional[float]:

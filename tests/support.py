@@ -35,6 +35,10 @@ def write_config(directory: Path, **options: object) -> Path:
         "state_dir": directory / "state",
         "ignore_networks": "none",
         "poll_interval": "1s",
+        # dovecot_login() lines have no logout: with the default 24h max_session every
+        # such login would hold its client for a day.  1s (< grace) turns session holds
+        # off, so a grant lasts `grace`; session tests set max_session themselves.
+        "max_session": "1s",
     }
     values.update(options)
     text = "[popbsmtp]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())

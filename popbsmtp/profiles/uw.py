@@ -5,10 +5,14 @@ in brackets, after the user name, which is free text; the rule anchors on
 that tail so a name containing ``host=x [6.6.6.6]`` authorizes nothing.
 This is the Perl pop-before-smtp's default.  UW imap is no longer packaged
 by Debian, so the examples follow its source (``ipop3d.c``/``imapd.c``
-syslog calls) and the lines published in the Perl tool's documentation.
+syslog calls) and the lines published in the Perl tool's documentation;
+they are derived, not captured.
+
+Sessions are tied by address: ``Logout``/``Autologout``/``Killed (…)``/
+``Command stream end of file…`` lines carry ``user=… host=… [addr]``.
 """
 
-from popbsmtp.profiles import LOGIN, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
 
 _HOST = r" host=(?:[A-Za-z0-9._-]{1,255} )?\[{ip}\]"
 
@@ -22,6 +26,7 @@ PROFILE = Profile(
             pattern=r"(?:Login|Auth|APOP) user={user}" + _HOST + r" nmsgs=[0-9]{1,10}/[0-9]{1,10}",
             needle=" host=",
             event=LOGIN,
+            session="ip",
         ),
         Rule(
             name="imap-login",
@@ -29,6 +34,18 @@ PROFILE = Profile(
             pattern=r"(?:Login|Authenticated|Preauthenticated) user={user}" + _HOST,
             needle=" host=",
             event=LOGIN,
+            session="ip",
+        ),
+        Rule(
+            name="logout",
+            programs=("ipop3d", "pop3d", "imapd", "imapsd"),
+            pattern=r"(?:Logout|Autologout|Killed \([a-z ]{1,64}\)|Command stream end of file"
+            r"(?:, while [a-z ]{1,64})?) user={user}"
+            + _HOST
+            + r"(?: nmsgs=[0-9]{1,10} ndele=[0-9]{1,10})?",
+            needle=" host=",
+            event=LOGOUT,
+            session="ip",
         ),
     ),
     examples=(
@@ -61,6 +78,45 @@ PROFILE = Profile(
             "host=pc.example.com [192.0.2.3]",
             None,
             note="failed login",
+        ),
+        Example(
+            "Nov 27 04:48:20 mail imapd[1234]: Logout user=bob host=[2001:db8::5]",
+            "2001:db8::5",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            "Nov 27 04:48:21 mail ipop3d[10744]: Logout user=joe host=pc.example.com "
+            "[192.0.2.3] nmsgs=0 ndele=0",
+            "192.0.2.3",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            "Nov 27 04:48:22 mail imapd[1235]: Autologout user=bob host=cl.example.org "
+            "[192.0.2.44]",
+            "192.0.2.44",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            "Nov 27 04:48:23 mail imapd[1237]: Command stream end of file, while reading line "
+            "user=bob host=[192.0.2.44]",
+            "192.0.2.44",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            'Nov 27 04:48:24 mail imapd[1238]: Login user=a "b" <c>#012d,e host=[192.0.2.45]',
+            "192.0.2.45",
+            "imap-login",
+            note="quotes, <>, #012 and a comma in the user name",
+        ),
+        Example(
+            "Nov 27 04:48:25 mail imapd[1239]: Login failed user=x host=[6.6.6.6] "
+            "auth=x host=[192.0.2.3]",
+            None,
+            note="failed login whose name forges a host field",
         ),
         Example(
             "Nov 27 04:48:13 mail imapd[1236]: Login user=x host=[6.6.6.6] extra",

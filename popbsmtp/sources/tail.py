@@ -1,13 +1,19 @@
 """Follow one log file across appends, rotation and restarts.
 
-``read()`` returns the complete lines available now and advances the
-position past them; a partial last line is held back until its newline
-arrives.  ``stat()`` is the truth about rotation: a new inode at the path
+``read_blocks()`` returns the complete lines available now as a few large
+blocks of bytes (each ending in a newline), at most about ``BUDGET`` bytes
+per call (``more`` says whether to call again), and advances the position
+past them; a partial last line is held back until its newline arrives.
+Blocks, not lines, because splitting a busy log into line objects costs more
+than everything else the daemon does with it.  ``read()`` gives the same as
+a list of lines.  ``stat()`` is the truth about rotation: a new inode at the path
 means rename+create (the old file is drained first, and kept draining for a
 moment because syslog writes to it until it is told to reopen), a file
 shorter than our offset or with a different head means copytruncate (the
-copy is found and its rest read first).  Lines longer than
-``max_line_length`` are skipped and counted so memory stays bounded.
+copy is found and its rest read first).  A partial line longer than
+``max_line_length`` is dropped (and counted) up to its newline so memory
+stays bounded; complete overlong lines inside a block are left to the
+consumer (``read()`` drops them, the matcher skips overlong candidates).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from popbsmtp.sources.position import (
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+BUDGET = 32 << 20  # bytes per read_blocks() call: bounds memory when catching up
 RETIRE_AFTER = 2.0  # keep reading a rotated file this long after the new one has data
 RETIRE_MAX = 60.0
 
@@ -75,6 +82,9 @@ class FileTail:
         self._saved = position
         self._cur: Optional[_Open] = None
         self._retired: List[_Open] = []
+        self._budget = 0
+        self._first_open = True
+        self.more = False  # read_blocks() stopped at its budget: call it again
 
     @property
     def position(self) -> Optional[Position]:
@@ -87,20 +97,35 @@ class FileTail:
             return self._saved
 
     def read(self) -> List[bytes]:
-        """All complete lines available now, oldest first."""
+        """All complete lines available now, oldest first, overlong ones dropped."""
         lines: List[bytes] = []
+        while True:
+            for block in self.read_blocks():
+                parts = block.split(b"\n")
+                parts.pop()  # a block ends with a newline
+                kept = [p for p in parts if len(p) <= self.max_line_length]
+                self.stats.overlong += len(parts) - len(kept)
+                lines.extend(kept)
+            if not self.more:
+                return lines
+
+    def read_blocks(self, budget: int = BUDGET) -> List[bytes]:
+        """Complete lines available now as blocks, oldest first (see the module doc)."""
+        blocks: List[bytes] = []
+        self._budget, self.more = budget, False
         for old in list(self._retired):
-            self._drain(old, lines)
+            if not self._drain(old, blocks):
+                return blocks
             if self.clock() >= old.retire_at:
-                self._finish(old, lines)
-        if self._cur is None and not self._open_current(lines):
-            return lines
+                self._finish(old, blocks)
+        if self._cur is None and not self._open_current(blocks):
+            return blocks
         assert self._cur is not None
         if not self._head_intact(self._cur):
-            self._truncated(lines)  # rewritten in place: never read its middle as new
-        self._drain(self._cur, lines)
-        self._check_rotation(lines)
-        return lines
+            self._truncated(blocks)  # rewritten in place: never read its middle as new
+        if self._drain(self._cur, blocks):
+            self._check_rotation(blocks)
+        return blocks
 
     def close(self) -> None:
         for entry in [*self._retired, self._cur]:
@@ -111,7 +136,7 @@ class FileTail:
 
     # -- opening ---------------------------------------------------------
 
-    def _open_current(self, lines: List[bytes]) -> bool:
+    def _open_current(self, blocks: List[bytes]) -> bool:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -125,15 +150,18 @@ class FileTail:
         if self.stats.waiting:
             log.info("%s appeared, following it", self.path)
             self.stats.waiting = False
-        self._cur = _Open(fd, self._resume_offset(fd, lines))
+        self._cur = _Open(fd, self._resume_offset(fd, blocks))
         os.lseek(fd, self._cur.offset, os.SEEK_SET)
         self._saved = None
         return True
 
-    def _resume_offset(self, fd: int, lines: List[bytes]) -> int:
+    def _resume_offset(self, fd: int, blocks: List[bytes]) -> int:
         saved = self._saved
         if saved is None:
-            return self.initial_offset(fd) if self.initial_offset else 0
+            # Only where following starts: a file that appears after a rotation
+            # is new, and is read from its first byte.
+            first, self._first_open = self._first_open, False
+            return self.initial_offset(fd) if first and self.initial_offset else 0
         if same_file(saved, fd):
             return saved.offset
         old = find_rotated(saved, os.path.dirname(self.path) or ".")
@@ -141,36 +169,38 @@ class FileTail:
             log.info("%s was rotated while stopped; reading the rest of the old file", self.path)
             entry = _Open(old, saved.offset)
             os.lseek(old, saved.offset, os.SEEK_SET)
-            self._drain(entry, lines)
-            self._finish(entry, lines)
+            self._drain(entry, blocks, bounded=False)
+            self._finish(entry, blocks)
         return 0
 
     # -- reading ---------------------------------------------------------
 
-    def _drain(self, entry: _Open, lines: List[bytes]) -> None:
-        while True:
+    def _drain(self, entry: _Open, blocks: List[bytes], bounded: bool = True) -> bool:
+        """Read to the end of the file (True) or until the budget is spent (False)."""
+        while not bounded or self._budget > 0:
             try:
                 data = os.read(entry.fd, CHUNK)
             except OSError as exc:
                 self._error(f"reading {self.path} failed: {exc.strerror}")
-                return
+                return True
             if not data:
-                return
-            self._split(entry, entry.buf + data, lines)
+                return True
+            self._budget -= len(data)
+            self._take(entry, entry.buf + data, blocks)
+        self.more = True
+        return False
 
-    def _split(self, entry: _Open, data: bytes, lines: List[bytes]) -> None:
-        parts = data.split(b"\n")
-        entry.buf = parts.pop()
-        entry.offset += len(data) - len(entry.buf)
-        self.stats.lines += len(parts)
-        if entry.skipping and parts:
+    def _take(self, entry: _Open, data: bytes, blocks: List[bytes]) -> None:
+        """Keep the complete lines of ``data`` as one block; hold back the rest."""
+        end = data.rfind(b"\n") + 1
+        block, entry.buf = data[:end], data[end:]
+        entry.offset += end
+        self.stats.lines += block.count(b"\n")
+        if entry.skipping and block:
             entry.skipping = False
-            parts = parts[1:]  # the tail of an overlong line
-        if parts and max(map(len, parts)) > self.max_line_length:
-            kept = [p for p in parts if len(p) <= self.max_line_length]
-            self.stats.overlong += len(parts) - len(kept)
-            parts = kept
-        lines.extend(parts)
+            block = block[block.find(b"\n") + 1 :]  # the tail of an overlong line
+        if block:
+            blocks.append(block)
         if len(entry.buf) > self.max_line_length:
             # Drop the overlong partial now; skip the rest up to its newline.
             if not entry.skipping:
@@ -179,10 +209,10 @@ class FileTail:
             entry.buf = b""
             entry.skipping = True
 
-    def _finish(self, entry: _Open, lines: List[bytes]) -> None:
+    def _finish(self, entry: _Open, blocks: List[bytes]) -> None:
         """A rotated file is done: its unterminated last line counts as a line."""
         if entry.buf and not entry.skipping:
-            lines.append(entry.buf)
+            blocks.append(entry.buf + b"\n")
             self.stats.lines += 1
         os.close(entry.fd)
         if entry in self._retired:
@@ -190,7 +220,7 @@ class FileTail:
 
     # -- rotation --------------------------------------------------------
 
-    def _check_rotation(self, lines: List[bytes]) -> None:
+    def _check_rotation(self, blocks: List[bytes]) -> None:
         cur = self._cur
         assert cur is not None
         try:
@@ -202,9 +232,9 @@ class FileTail:
             return
         mine = os.fstat(cur.fd)
         if (at_path.st_dev, at_path.st_ino) != (mine.st_dev, mine.st_ino):
-            self._rotated(lines)
+            self._rotated(blocks)
         elif mine.st_size < cur.offset + len(cur.buf) or not self._head_intact(cur):
-            self._truncated(lines)
+            self._truncated(blocks)
 
     def _head_intact(self, cur: _Open) -> bool:
         """False when the bytes before our offset changed (truncate + refill)."""
@@ -217,7 +247,7 @@ class FileTail:
         cur.head = data
         return True
 
-    def _rotated(self, lines: List[bytes]) -> None:
+    def _rotated(self, blocks: List[bytes]) -> None:
         cur = self._cur
         assert cur is not None
         self.stats.rotations += 1
@@ -226,12 +256,12 @@ class FileTail:
         cur.retire_at = now + RETIRE_MAX
         self._retired.append(cur)
         self._cur = None
-        if self._open_current(lines):
-            self._drain(self._cur, lines)  # type: ignore[arg-type]
+        if self._open_current(blocks):
+            self._drain(self._cur, blocks)  # type: ignore[arg-type]
         for old in self._retired:
             old.retire_at = min(old.retire_at, now + RETIRE_AFTER)
 
-    def _truncated(self, lines: List[bytes]) -> None:
+    def _truncated(self, blocks: List[bytes]) -> None:
         cur = self._cur
         assert cur is not None
         self.stats.truncations += 1
@@ -241,8 +271,8 @@ class FileTail:
         if copy is not None:
             entry = _Open(copy, cur.offset, cur.buf, cur.skipping)
             os.lseek(copy, cur.offset + len(cur.buf), os.SEEK_SET)
-            self._drain(entry, lines)
-            self._finish(entry, lines)
+            self._drain(entry, blocks, bounded=False)
+            self._finish(entry, blocks)
             log.info("%s was truncated (copytruncate); read the rest from its copy", self.path)
         else:
             log.warning(
@@ -250,7 +280,7 @@ class FileTail:
             )
         cur.offset, cur.buf, cur.skipping, cur.head = 0, b"", False, b""
         os.lseek(cur.fd, 0, os.SEEK_SET)
-        self._drain(cur, lines)
+        self._drain(cur, blocks)
 
     def _error(self, message: str) -> None:
         self.stats.errors += 1

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Dict, Iterator, List, Optional, Tuple, Type
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Type
 
 Address = Tuple[str, int]
 DEFAULT_SOURCE: Address = ("127.0.0.5", 0)
@@ -39,7 +39,9 @@ TEST_USERS: Dict[str, str] = {
     "pct%u%{rip}": "pct-pw",
 }
 # passwd-file cannot hold a ':', so this forgery of a whole message only ever fails.
-FORGED_LOGIN_USER = "Login: user=<evil>, method=PLAIN, rip=6.6.6.6, lip=1.1.1.1, mpid=1, session=<e>"
+FORGED_LOGIN_USER = (
+    "Login: user=<evil>, method=PLAIN, rip=6.6.6.6, lip=1.1.1.1, mpid=1, session=<e>"
+)
 ORDINARY_USERS = ("alice", "bob@example.org", "Carol.Mixed-Case")
 HOSTILE_USERS = tuple(name for name in TEST_USERS if name not in ORDINARY_USERS)
 
@@ -101,7 +103,7 @@ def _free_port() -> int:
     raise RuntimeError("no TCP port free on both 127.0.0.1 and ::1")
 
 
-def _listening_ports() -> set:
+def _listening_ports() -> Set[int]:
     """Ports in LISTEN state, read from /proc so that probing makes no log lines."""
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -113,7 +115,12 @@ def _listening_ports() -> set:
     return ports
 
 
-def _poll(ready, deadline: float, what: str, alive=None) -> None:
+def _poll(
+    ready: Callable[[], bool],
+    deadline: float,
+    what: str,
+    alive: Optional[Callable[[], bool]] = None,
+) -> None:
     """Call ready() until it is true; TimeoutError after deadline seconds."""
     end = time.monotonic() + deadline
     while not ready():
@@ -216,6 +223,7 @@ class DovecotServer:
         self._rsyslog: Optional[subprocess.Popen] = None
         self._socket_dir = self.dir
         self._private_socket_dir = False
+        self._log_socket = self.dir / "log.sock"
 
     @property
     def active_log(self) -> Path:
@@ -258,12 +266,12 @@ class DovecotServer:
             raise
 
     def stop(self) -> None:
-        if self._dovecot is not None and self._dovecot.poll() is None:
-            _stop_process(self._dovecot)
-            # The master logs its SIGTERM last; once rsyslog has it, nothing is in flight.
+        running = self._dovecot is not None and self._dovecot.poll() is None
+        _stop_process(self._dovecot)
+        if running and self._rsyslog is not None:
+            # The master logs its SIGTERM last; once rsyslog wrote it, nothing is in flight.
             with contextlib.suppress(TimeoutError):
                 self.wait_for_log("master: Warning: Killed with signal 15", deadline=2.0)
-        _stop_process(self._dovecot)
         _stop_process(self._rsyslog)
         if self._private_socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
@@ -271,7 +279,7 @@ class DovecotServer:
 
     def _start_rsyslog(self, rsyslogd: str) -> None:
         rsyslog_dir = self.dir / "rsyslog"
-        rsyslog_dir.mkdir(parents=True)
+        rsyslog_dir.mkdir(parents=True, exist_ok=True)
         self._log_socket = self._socket_dir / "log.sock"
         conf = rsyslog_dir / "rsyslog.conf"
         conf.write_text(self._rsyslog_conf(rsyslog_dir))
@@ -279,11 +287,15 @@ class DovecotServer:
         with out:
             self._rsyslog = subprocess.Popen(
                 [rsyslogd, "-n", "-f", str(conf), "-i", str(rsyslog_dir / "rsyslogd.pid")],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         _poll(
             lambda: self._log_socket.exists() and stat.S_ISSOCK(self._log_socket.stat().st_mode),
-            START_DEADLINE, "rsyslogd's socket", alive=lambda: self._rsyslog.poll() is None,
+            START_DEADLINE,
+            "rsyslogd's socket",
+            alive=lambda: self._rsyslog is not None and self._rsyslog.poll() is None,
         )
 
     def _rsyslog_conf(self, rsyslog_dir: Path) -> str:
@@ -302,7 +314,9 @@ class DovecotServer:
 
     def _start_dovecot(self, dovecot: str) -> None:
         for attempt in range(3):
-            self.pop3_port, self.imap_port = _free_port(), _free_port()
+            self.pop3_port = self.imap_port = _free_port()
+            while self.imap_port == self.pop3_port:
+                self.imap_port = _free_port()
             conf = self._write_dovecot_files()
             command = [dovecot, "-F", "-c", str(conf)]
             if self.syslog:
@@ -331,7 +345,9 @@ class DovecotServer:
         alive = lambda: self._dovecot is not None and self._dovecot.poll() is None  # noqa: E731
         _poll(
             lambda: {self.pop3_port, self.imap_port} <= _listening_ports(),
-            START_DEADLINE, "dovecot's listeners", alive=alive,
+            START_DEADLINE,
+            "dovecot's listeners",
+            alive=alive,
         )
         # Proves the log path end to end (through rsyslog in syslog mode).
         self.wait_for_log("master: ", deadline=START_DEADLINE)
@@ -355,8 +371,10 @@ class DovecotServer:
         conf.write_text(self._dovecot_conf(run, mail, passwd, nobody))
         return conf
 
-    def _dovecot_conf(self, run: Path, mail: Path, passwd: Path, nobody) -> str:
-        chars = "" if self.username_chars is None else f"auth_username_chars = {self.username_chars}\n"
+    def _dovecot_conf(self, run: Path, mail: Path, passwd: Path, nobody: pwd.struct_passwd) -> str:
+        chars = (
+            "" if self.username_chars is None else f"auth_username_chars = {self.username_chars}\n"
+        )
         log = "syslog" if self.syslog else str(self.log_path)
         # The anvil listener is off to disable the per-IP auth penalty (up to 15 s per
         # failed login from one IP); auth_failure_delay = 0 likewise keeps tests fast.
@@ -437,8 +455,9 @@ service pop3-login {{
                 data = f.read()
         except FileNotFoundError:
             return []
-        text = data.decode("utf-8", errors="surrogateescape")
-        return text.splitlines()[: text.count("\n")]
+        # Split on LF only: str.splitlines() would also split on U+2028 or U+0085,
+        # which Dovecot passes through inside user names.
+        return data.decode("utf-8", errors="surrogateescape").split("\n")[:-1]
 
     def wait_for_log(self, substring: str, deadline: float = 10.0, since: int = 0) -> str:
         """Poll the active log until a line contains substring; return that line."""
@@ -470,7 +489,7 @@ class _BoundPOP3(poplib.POP3):
         self._source = source
         super().__init__(_server_host(source), port, timeout)
 
-    def _create_socket(self, timeout):  # type: ignore[no-untyped-def]
+    def _create_socket(self, timeout: Optional[float]) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout, self._source)
 
 
@@ -481,7 +500,7 @@ class _BoundIMAP4(imaplib.IMAP4):
         self._source = source
         super().__init__(_server_host(source), port, timeout)
 
-    def _create_socket(self, timeout):  # type: ignore[no-untyped-def]
+    def _create_socket(self, timeout: Optional[float]) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout, self._source)
 
 
@@ -575,6 +594,20 @@ def imap_session(
     finally:
         with contextlib.suppress(OSError):
             client.shutdown()
+
+
+def pop3_login_bytes(
+    port: int, user: bytes, password: bytes, source: Address = DEFAULT_SOURCE
+) -> bool:
+    """USER/PASS/QUIT with raw bytes (invalid UTF-8, say), which poplib cannot send."""
+    with socket.create_connection((_server_host(source), port), 10.0, source) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()
+        answers = []
+        for command in (b"USER " + user, b"PASS " + password, b"QUIT"):
+            sock.sendall(command + b"\r\n")
+            answers.append(replies.readline().startswith(b"+OK"))
+    return answers[1]
 
 
 def connect_without_login(port: int, source: Address = DEFAULT_SOURCE) -> None:

@@ -7,6 +7,7 @@ and fail (never skip) when any is missing, so a broken CI image cannot hide them
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,6 +20,7 @@ from dovecot_server import (
     imap_login,
     imap_session,
     pop3_login,
+    pop3_login_bytes,
     pop3_session,
 )
 
@@ -122,6 +124,17 @@ def test_control_characters_in_user_names_are_replaced(server: DovecotServer) ->
     assert re.match(RFC3339_ENVELOPE + "imap-login: Disconnected: ", line), line
 
 
+def test_non_ascii_user_names(server: DovecotServer) -> None:
+    since = server.log_offset()
+    assert not pop3_login(server.pop3_port, "u\u2028x\u0085y", "pw", ("127.0.0.7", 0))
+    assert not pop3_login_bytes(server.pop3_port, b"bad\xff\xfeutf", b"pw", ("127.0.0.7", 0))
+
+    # Invalid UTF-8 becomes "?", but Unicode line separators pass through untouched
+    # (by rsyslog too), so a reader must split on LF only.
+    assert "user=<bad??utf>, " in server.wait_for_log("user=<bad", since=since)
+    assert "user=<u\u2028x\u0085y>, " in server.wait_for_log("user=<u\u2028", since=since)
+
+
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
 def test_dropped_session_logs_connection_closed(server: DovecotServer, protocol: str) -> None:
     since = server.log_offset()
@@ -163,6 +176,18 @@ def test_dovecot_own_log_format(tmp_path: Path) -> None:
         logout = server.wait_for_log("pop3(alice)<")
     assert re.match(OWN_LOG_PREFIX + r"pop3-login: Info: Login: user=<alice>, ", line), line
     assert ": Info: Disconnected: Logged out top=0/0, " in logout
+
+
+@pytest.mark.parametrize("program", ["dovecot", "rsyslogd"])
+def test_missing_program_fails_instead_of_skipping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str
+) -> None:
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, **kw: None if name == program else real_which(name, **kw)
+    )
+    with pytest.raises(RuntimeError, match=f"{program} not found; install"):
+        DovecotServer(tmp_path).start()
 
 
 def test_stop_leaves_no_processes(tmp_path: Path) -> None:

@@ -1,0 +1,351 @@
+"""``popbsmtp doctor``: does Postfix really consult the table the daemon writes?
+
+Each check gives OK, WARNING or ERROR with a one-line fix: the map (type
+listed by ``postconf -m``, files present, readable by ``mail_owner``,
+``postmap -q`` finds a granted client), where ``check_client_access`` sits
+in the restriction lists of every smtpd service (main.cf and master.cf
+overrides), whether the log shows logins the profiles recognise, what
+``ignore_networks`` resolves to, and whether the daemon runs.  It only
+reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shlex
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Set, TextIO, Tuple
+
+from popbsmtp import postfix
+from popbsmtp.addresses import parse_networks
+from popbsmtp.config import Settings
+from popbsmtp.errors import PopbsmtpError
+from popbsmtp.maps import MapSpec, writer_class
+from popbsmtp.maps._files import check_directory
+from popbsmtp.maps.rebuild import read_keys
+from popbsmtp.matcher import Matcher
+from popbsmtp.postfix import PostfixError
+from popbsmtp.profiles import LOGIN, select
+from popbsmtp.state import StateLock
+from popbsmtp.syslog import EnvelopeParser
+
+OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
+DEFAULT_PIDFILE = "/run/popbsmtp.pid"
+LOG_LINES = 5000
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    subject: str
+    detail: str
+    fix: str = ""
+    commands: Tuple[str, ...] = ()  # exact postconf commands for --fix-hint
+
+
+class Doctor:
+    def __init__(self, settings: Settings, postfix_dir: Optional[str] = None) -> None:
+        self.settings = settings
+        self.dir = postfix_dir
+        self.spec: MapSpec = settings.map
+        self.table = str(self.spec)
+
+    def run(self) -> List[Finding]:
+        try:
+            postfix.check_config_dir(self.dir)
+            types = postfix.supported_types(self.dir)
+        except PostfixError as exc:
+            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR")]
+        found = self.check_map(types)
+        found += self.check_services()
+        found += [self.check_log(), self.check_networks(), self.check_daemon()]
+        return found
+
+    # -- the table -------------------------------------------------------
+
+    def check_map(self, types: Tuple[str, ...]) -> List[Finding]:
+        kind, path = self.spec.type, self.spec.path
+        if kind not in types:
+            default = _safe(lambda: postfix.parameter("default_database_type", self.dir))
+            why = (
+                f"{kind}: is not a table type this Postfix reads (postconf -m: {', '.join(types)})"
+            )
+            fix = f"set map = {default or 'lmdb'}:{path} (or install the postfix-{kind} package)"
+            return [Finding(ERROR, "map type", why, fix)]
+        files = self._files()
+        missing = [f for f in files if not os.path.isfile(f)]
+        if not files or missing:
+            why = f"{', '.join(missing) or self.table} is missing; smtpd answers 451 for it"
+            return [Finding(ERROR, "map", why, "start popbsmtp: it creates the table")]
+        return [self._readable(files), self._directory(), self._lookup()]
+
+    def _readable(self, files: List[str]) -> Finding:
+        owner = _safe(lambda: postfix.parameter("mail_owner", self.dir)) or "postfix"
+        for name in files:
+            problem = unreadable_by(name, owner)
+            if problem:
+                why = f"the Postfix user {owner} cannot read {name}: {problem}"
+                fix = f"set map_mode = 0644 (or map_group = a group of {owner}), restart popbsmtp"
+                return Finding(ERROR, "map", why, fix)
+        return Finding(OK, "map", f"{self.table} exists and {owner} (mail_owner) can read it")
+
+    def _directory(self) -> Finding:
+        directory = os.path.dirname(self.spec.path)
+        try:
+            check_directory(directory)
+        except PopbsmtpError as exc:
+            return Finding(ERROR, "map directory", str(exc), f"chmod go-w {directory}")
+        return Finding(OK, "map directory", f"{directory} is not writable by others")
+
+    def _lookup(self) -> Finding:
+        grants = live_grants(self.settings.state_dir)
+        key = grants[-1] if grants else "192.0.2.0"
+        tool = postfix.find_tool("postmap") or "postmap"
+        cmd = [tool, *(["-c", self.dir] if self.dir else []), "-q", key, self.table]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Finding(ERROR, "postmap -q", f"cannot run postmap: {exc}", "install postfix")
+        if done.returncode not in (0, 1) or done.stderr.strip():
+            why = f"cannot read {self.table}: {done.stderr.strip() or done.returncode}"
+            return Finding(ERROR, "postmap -q", why, "restart popbsmtp: it rebuilds the table")
+        if not grants:
+            why = "no client is granted now, nothing to look up"
+            return Finding(WARNING, "postmap -q", why, "popbsmtp add 192.0.2.1 --for 2m; rerun")
+        if done.returncode != 0:
+            why = f"granted client {key} is not in {self.table}"
+            fix = "is popbsmtp running with this map? compare: popbsmtp list --read-map"
+            return Finding(ERROR, "postmap -q", why, fix)
+        return Finding(OK, "postmap -q", f"finds granted client {key} in {self.table}")
+
+    def _files(self) -> List[str]:
+        try:
+            writer = writer_class(self.spec.type, self.settings.map_writer)
+        except PopbsmtpError:
+            return []
+        return list(writer(self.spec, "OK").files)
+
+    # -- restriction lists -----------------------------------------------
+
+    def check_services(self) -> List[Finding]:
+        try:
+            services = postfix.smtpd_services(self.dir)
+            relay = postfix.parameter("smtpd_relay_restrictions", self.dir)
+            recipient = postfix.parameter("smtpd_recipient_restrictions", self.dir)
+        except PostfixError as exc:
+            return [Finding(ERROR, "restrictions", str(exc), "fix main.cf/master.cf")]
+        if not services:
+            return [Finding(WARNING, "smtpd", "master.cf runs no smtpd service", "")]
+        found: List[Finding] = []
+        plain = [s.name for s in services if not _overrides_restrictions(s)]
+        if plain:
+            found.append(self._judge("main.cf (" + ", ".join(plain) + ")", relay, recipient, None))
+        for service in services:
+            if _overrides_restrictions(service):
+                mine = service.overrides
+                found.append(
+                    self._judge(
+                        f"master.cf {service.name}",
+                        mine.get("smtpd_relay_restrictions", relay),
+                        mine.get("smtpd_recipient_restrictions", recipient),
+                        service.name,
+                    )
+                )
+        return found
+
+    def _judge(self, where: str, relay: str, recipient: str, service: Optional[str]) -> Finding:
+        level, detail = postfix.placement(relay, recipient, self.table)
+        if level == OK:
+            return Finding(OK, f"smtpd {where}", detail)
+        command = postfix.fix_command(relay, self.table, service, self.dir)
+        reload = shlex.join(["postfix", *(["-c", self.dir] if self.dir else []), "reload"])
+        return Finding(level, f"smtpd {where}", detail, f"{command} && {reload}", (command,))
+
+    # -- the log, networks, the daemon -----------------------------------
+
+    def check_log(self) -> Finding:
+        path = self.settings.logfile
+        try:
+            lines = tail_lines(path, LOG_LINES)
+        except OSError as exc:
+            fix = "set logfile = the log your POP/IMAP server writes"
+            return Finding(ERROR, "log", f"cannot read {path}: {exc.strerror}", fix)
+        found = _count_logins(self.settings, self.settings.profiles, lines)
+        where = f"the last {len(lines)} lines of {path}"
+        if found:
+            return Finding(OK, "log", f"{found} logins recognised in {where}")
+        counts = {p.name: _count_logins(self.settings, [p.name], lines) for p in select(["auto"])}
+        would = [name for name, count in counts.items() if count]
+        if would:
+            why = f"the configured profiles match no login in {where}; these would: {would}"
+            return Finding(WARNING, "log", why, f"set profiles = {', '.join(would)}")
+        fix = "log in once by POP/IMAP; check logfile; try popbsmtp test"
+        return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
+
+    def check_networks(self) -> Finding:
+        spec = self.settings.ignore_networks
+        try:
+            networks = parse_networks(spec, postconf_dir=self.dir)
+        except PopbsmtpError as exc:
+            return Finding(ERROR, "ignore_networks", str(exc), "fix ignore_networks")
+        return Finding(OK, "ignore_networks", f"{spec} resolves to {networks.describe}")
+
+    def check_daemon(self) -> Finding:
+        pidfile = getattr(self.settings, "pidfile", "") or DEFAULT_PIDFILE
+        state = os.path.join(self.settings.state_dir, "state.json")
+        written = f"map written {_age(self._files())}, state saved {_age([state])}"
+        if not daemon_running(self.settings.state_dir):
+            fix = "systemctl start popbsmtp (or popbsmtp run --daemonize)"
+            return Finding(WARNING, "daemon", f"popbsmtp is not running; {written}", fix)
+        pid = read_pid(pidfile)
+        who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
+        return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
+
+
+def unreadable_by(path: str, user: str) -> str:
+    """Why ``user`` cannot read ``path`` (directories need x), or "" when it can."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"no such user {user}"
+    if entry.pw_uid == 0:
+        return ""
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    parts = os.path.abspath(path).split("/")
+    for depth in range(1, len(parts)):
+        name = "/".join(parts[: depth + 1]) or "/"
+        info = os.stat(name)
+        bit = 4 if depth == len(parts) - 1 else 1
+        if stat.S_ISDIR(info.st_mode) and bit == 4:
+            return f"{name} is a directory"
+        shift = 6 if info.st_uid == entry.pw_uid else 3 if info.st_gid in groups else 0
+        if not (info.st_mode >> shift) & bit:
+            return f"{name} has mode {stat.S_IMODE(info.st_mode):04o}"
+    return ""
+
+
+def live_grants(state_dir: str) -> List[str]:
+    """Granted client keys from the saved snapshot, oldest expiry first (read-only)."""
+    try:
+        with open(os.path.join(state_dir, "state.json"), "rb") as handle:
+            rows = json.loads(handle.read())["grants"]
+        now = time.time()
+        return [str(ip) for ip, expires, *_ in sorted(rows, key=lambda r: r[1]) if expires > now]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def daemon_running(state_dir: str) -> bool:
+    if not os.path.exists(os.path.join(state_dir, "lock")):
+        return False
+    lock = StateLock(state_dir)
+    try:
+        if lock.acquire():
+            lock.release()
+            return False
+    except OSError:
+        return False
+    return True
+
+
+def read_pid(pidfile: str) -> Optional[int]:
+    try:
+        with open(pidfile, encoding="ascii") as handle:
+            pid = int(handle.read().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def tail_lines(path: str, count: int) -> List[bytes]:
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - count * 400))
+        lines = handle.read().splitlines()
+    return lines[-count:]
+
+
+def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
+    matcher = Matcher(
+        select(profiles), EnvelopeParser(settings.log_format), settings.max_line_length
+    )
+    now = time.time()
+    return sum(
+        1
+        for line in lines
+        if (found := matcher.match(line, now)) is not None and found.event == LOGIN
+    )
+
+
+def _overrides_restrictions(service: postfix.SmtpdService) -> bool:
+    return bool(
+        {"smtpd_relay_restrictions", "smtpd_recipient_restrictions"} & set(service.overrides)
+    )
+
+
+def _age(paths: List[str]) -> str:
+    stamps = [os.path.getmtime(p) for p in paths if os.path.exists(p)]
+    return f"{max(0, round(time.time() - max(stamps)))} s ago" if stamps else "never"
+
+
+def _safe(read: object) -> str:
+    try:
+        return str(read())  # type: ignore[operator]
+    except PostfixError:
+        return ""
+
+
+def main(settings: Settings, postfix_dir: Optional[str], hint: bool, out: TextIO) -> int:
+    """``popbsmtp doctor``: the report, or with ``hint`` only the fix commands."""
+    findings = Doctor(settings, postfix_dir).run()
+    if hint:
+        fix_hint(findings, out, postfix_dir)
+    else:
+        report(findings, out)
+    return exit_code(findings)
+
+
+def compare_map(settings: Settings, granted: Set[str], out: TextIO) -> int:
+    """Print what the table holds next to the grants; 1 when they differ."""
+    spec: MapSpec = settings.map
+    in_map = read_keys(spec)
+    for key in sorted(in_map | granted):
+        state = (
+            "in map, granted"
+            if key in in_map and key in granted
+            else "in map, NOT granted"
+            if key in in_map
+            else "granted, NOT in map"
+        )
+        out.write(f"{key:<40} {state}\n")
+    differ = len(in_map ^ granted)
+    out.write(f"{spec}: {len(in_map)} key(s); {len(granted)} grant(s); {differ} differ\n")
+    return 1 if differ else 0
+
+
+def report(findings: List[Finding], out: TextIO) -> None:
+    for item in findings:
+        out.write(f"{item.level:<8} {item.subject}: {item.detail}\n")
+        if item.fix and item.level != OK:
+            out.write(f"{'':<8}   fix: {item.fix}\n")
+
+
+def fix_hint(findings: List[Finding], out: TextIO, postfix_dir: Optional[str] = None) -> None:
+    """The postconf commands that fix the Postfix side, then the reload they need."""
+    commands = [c for item in findings for c in item.commands]
+    for command in dict.fromkeys(commands):
+        out.write(command + "\n")
+    if commands:
+        out.write(shlex.join(["postfix", *(["-c", postfix_dir] if postfix_dir else []), "reload"]))
+        out.write("\n")
+
+
+def exit_code(findings: List[Finding]) -> int:
+    return 1 if any(item.level == ERROR for item in findings) else 0

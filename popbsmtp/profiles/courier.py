@@ -1,0 +1,140 @@
+"""Courier-IMAP and Courier POP3 (``imapd``, ``pop3d`` and their ``-ssl`` twins).
+
+Courier logs ``LOGIN, user=…, ip=[…], port=[…][, protocol=…]`` after a
+successful login and ``LOGOUT``/``DISCONNECTED``/``TIMEOUT`` lines, which
+carry the address too, when the session ends; failures are ``LOGIN FAILED``.
+The user name is free text before ``, ip=[``; every rule anchors on the
+server-written tail after it.  Courier's syslog tags never carry a pid
+(``imapd:``, not ``imapd[123]:``), so a line with one is refused as forged.
+That also means lines relayed through journald, which adds the pid, are not
+recognised: Courier is not packaged for the RHEL family, where that happens.
+
+Sessions are tied by address: each login opens one, each logout closes one.
+
+Why the examples are not captured from a running Courier: Debian's
+courier-imap/courier-pop packages conflict with dovecot-imapd/dovecot-pop3d
+(both provide imap-server/pop3-server), and the test suite needs Dovecot
+installed; swapping packages inside a CI run would also need courier's
+authdaemon and a mail user set up.  The lines follow Courier's source
+(``imap/imapd.c``, ``imap/pop3dserver.c``: "LOGIN, user=%s, ip=[%s],
+port=[%s]" …) and widely published logs; see docs/profiles.md.
+"""
+
+from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
+
+_PROGRAMS = (
+    "imapd", "imapd-ssl", "pop3d", "pop3d-ssl", "imaplogin", "pop3login",
+    "courierpop3login", "courierimaplogin",
+)  # fmt: skip
+_PORT = r", port=\[[0-9]{1,5}\]"
+_COUNTERS = (
+    r"(?:, headers=[0-9]{1,20}, body=[0-9]{1,20}|, top=[0-9]{1,20}, retr=[0-9]{1,20})"
+    r", rcvd=[0-9]{1,20}, sent=[0-9]{1,20}(?:, time=[0-9]{1,20})?(?:, (?:starttls|stls)=1)?"
+)
+P = "Nov 27 04:48:08 mail "
+
+PROFILE = Profile(
+    name="courier",
+    description="Courier-IMAP / Courier POP3 (imapd, pop3d, -ssl); logouts by address",
+    rules=(
+        Rule(
+            name="login",
+            programs=_PROGRAMS,
+            pattern=r"LOGIN, user={user}, ip=\[{ip}\](?:" + _PORT + r")?"
+            r"(?:, protocol=[A-Z0-9]{1,16})?",
+            needle="LOGIN, user=",
+            event=LOGIN,
+            session="ip",
+            pid=False,
+        ),
+        Rule(
+            name="logout",
+            programs=_PROGRAMS,
+            pattern=r"(?:LOGOUT|DISCONNECTED|TIMEOUT), user={user}, ip=\[{ip}\](?:"
+            + _PORT
+            + r")?"
+            + _COUNTERS,
+            needle=", user=",
+            event=LOGOUT,
+            session="ip",
+            pid=False,
+        ),
+    ),
+    examples=(
+        Example(
+            P + "pop3d: LOGIN, user=alice, ip=[::ffff:192.0.2.3], port=[41234]",
+            "192.0.2.3",
+            "login",
+        ),
+        Example(
+            P + "imapd-ssl: LOGIN, user=bob@example.org, ip=[2001:db8::3], port=[50000], "
+            "protocol=IMAP",
+            "2001:db8::3",
+            "login",
+        ),
+        Example(
+            P + "imapd: LOGIN, user=x, ip=[6.6.6.6], port=[1], ip=[::ffff:192.0.2.4], port=[2]",
+            "192.0.2.4",
+            "login",
+            note="user name carrying an ip=[…] field: only the server's tail counts",
+        ),
+        Example(
+            P + 'imapd: LOGIN, user=a "b" <c>#012d, ip=[::ffff:192.0.2.5], port=[3]',
+            "192.0.2.5",
+            "login",
+            note="quotes, <>, #012 in the user name",
+        ),
+        Example(
+            P + "imapd: LOGOUT, user=alice, ip=[::ffff:192.0.2.3], headers=0, body=0, rcvd=25, "
+            "sent=400, time=3",
+            "192.0.2.3",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            P + "pop3d-ssl: LOGOUT, user=alice, ip=[::ffff:192.0.2.3], port=[41234], top=0, "
+            "retr=0, rcvd=12, sent=39, time=0, stls=1",
+            "192.0.2.3",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            P + "imapd: TIMEOUT, user=alice, ip=[::ffff:192.0.2.3], headers=0, body=0, rcvd=5, "
+            "sent=9, time=1800",
+            "192.0.2.3",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            P + "imapd: DISCONNECTED, user=alice, ip=[::ffff:192.0.2.3], headers=0, body=0, "
+            "rcvd=5, sent=9, time=10",
+            "192.0.2.3",
+            "logout",
+            event=LOGOUT,
+        ),
+        Example(
+            P + "pop3d: LOGIN FAILED, user=alice, ip=[::ffff:192.0.2.3]", None, note="failed login"
+        ),  # fmt: skip
+        Example(
+            P + "pop3d: LOGIN FAILED, user=LOGIN, user=x, ip=[6.6.6.6], ip=[::ffff:192.0.2.3]",
+            None,
+            note="failed login whose name forges a LOGIN line",
+        ),
+        Example(P + "pop3d: Connection, ip=[::ffff:192.0.2.3]", None, note="connect only"),
+        Example(
+            P + "imapd: LOGOUT, ip=[::ffff:192.0.2.3], rcvd=6, sent=27",
+            None,
+            note="disconnect without a login",
+        ),
+        Example(
+            P + "pop3d[123]: LOGIN, user=eve, ip=[6.6.6.6], port=[1]",
+            None,
+            note="forged: Courier's tags never carry a pid",
+        ),
+        Example(
+            P + "imapd: LOGIN, user=eve, ip=[6.6.6.6], port=[1] extra",
+            None,
+            note="trailing text",
+        ),
+    ),
+)

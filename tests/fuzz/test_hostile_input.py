@@ -1,0 +1,216 @@
+"""Property tests: hostile log input never raises and never grants a wrong address.
+
+Over the envelope parser, every profile (through one Matcher over all of
+them), the address normaliser and the file tail: random bytes, invalid
+UTF-8, NUL bytes, 10 MB lines without a newline, timestamps far in the past
+and future, Unicode look-alike digits, IPv6 zone ids, over-long IPv6,
+unspecified/broadcast/multicast addresses and ``unknown``.  The oracles are
+in fuzz_oracle.py (shared with the atheris target).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+
+import pytest
+from fuzz_oracle import (
+    ATTACKER,
+    NOW,
+    all_profiles_matcher,
+    check_genuine,
+    check_login,
+    forged_tails,
+    genuine_lines,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import dovecot_login, write_config
+
+from popbsmtp import config
+from popbsmtp.addresses import InvalidAddress, postfix_key
+from popbsmtp.profiles import registry
+from popbsmtp.service import Service
+from popbsmtp.sources.tail import FileTail
+from popbsmtp.syslog import EnvelopeParser
+
+MATCHER = all_profiles_matcher()
+GENUINE = genuine_lines()
+FRAGMENTS = sorted(
+    {w for p in registry().values() for e in p.examples for w in e.line.split(" ")}
+    | {
+        ATTACKER,
+        "unknown",
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "224.0.0.1",
+        "ff02::1",
+        "fe80::1%eth0",
+        "1:2:3:4:5:6:7:8:9",
+        "\x00",
+        "\xff",
+        "١٢٧.٠.٠.١",
+        "１２７.0.0.1",
+    }
+)
+HOSTILE_TEXT = st.text(
+    st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=80
+)
+SPECIAL_ADDRESSES = [
+    "unknown",
+    "",
+    "0.0.0.0",
+    "0.1.2.3",
+    "::",
+    "::0",
+    "0:0:0:0:0:0:0:0",
+    "255.255.255.255",
+    "224.0.0.1",
+    "239.255.255.250",
+    "ff02::1",
+    "FF05::2",
+    "::ffff:0.0.0.0",
+    "::ffff:255.255.255.255",
+    "::ffff:224.0.0.1",
+    "fe80::1%eth0",
+    "fe80::1%25eth0",
+    "[::1%lo]",
+    "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7:8::",
+    "2001:db8::" + "0" * 60 + "1",
+    "1.2.3.4.5",
+    "1.2.3",
+    "256.1.1.1",
+    "01.2.3.4",
+    " 1.2.3.4",
+    "1.2.3.4 ",
+    "1.2.3.4\x00",
+    "１２７.0.0.1",
+    "١٢٧.٠.٠.١",
+    "127.0.0.¹",
+    "𝟏𝟐𝟕.0.0.1",
+    "127.0.0.1/8",
+    "[1.2.3.4",
+    "::1]",
+]
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(st.binary(max_size=4096))
+def test_random_bytes(line):
+    check_login(MATCHER.match(line, NOW))
+
+
+@FAST
+@given(st.lists(st.sampled_from(FRAGMENTS) | HOSTILE_TEXT, max_size=40))
+def test_shuffled_fragments_of_real_lines(words):
+    line = " ".join(words).encode("utf-8", "surrogatepass")
+    check_login(MATCHER.match(line, NOW))
+    check_login(MATCHER.match(line.replace(b" ", b"\xff", 1), NOW))  # invalid UTF-8
+
+
+@FAST
+@given(st.sampled_from(GENUINE), st.data())
+def test_hostile_user_never_moves_the_address(genuine, data):
+    pieces = st.sampled_from(forged_tails(genuine)) | HOSTILE_TEXT
+    user = "".join(data.draw(st.lists(pieces, max_size=6)))
+    line = genuine.with_user(user).encode("utf-8", "surrogatepass")
+    check_genuine(genuine, MATCHER.match(line, NOW))
+
+
+def test_every_profile_has_a_genuine_line_under_test():
+    assert {g.profile for g in GENUINE} == {
+        p.name for p in registry().values() if any(e.ip and e.event == "login" for e in p.examples)
+    }
+    for genuine in GENUINE:  # the cut is right: the unmodified line grants its address
+        login = MATCHER.match(genuine.with_user(genuine.user).encode(), NOW)
+        assert login is not None and login.ip == genuine.ip, genuine
+
+
+@FAST
+@given(st.text(max_size=70))
+def test_address_normaliser_total(text):
+    try:
+        key = postfix_key(text)
+    except InvalidAddress:
+        return
+    assert key.isascii() and postfix_key(key) == key
+
+
+@pytest.mark.parametrize("text", SPECIAL_ADDRESSES)
+def test_special_addresses_are_refused(text):
+    with pytest.raises(InvalidAddress):
+        postfix_key(text)
+
+
+@pytest.mark.parametrize("text", [t for t in SPECIAL_ADDRESSES if t.strip() == t])
+def test_special_addresses_in_a_genuine_line_grant_nothing(text):
+    for genuine in GENUINE:
+        line = genuine.with_user(genuine.user).replace(genuine.ip, text)
+        login = MATCHER.match(line.encode("utf-8"), NOW)
+        check_login(login)
+        assert login is None or login.ip is None, (genuine.profile, text, login)
+
+
+YEARS = st.integers(min_value=1, max_value=9999)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The real core loop's grant decision (not started: no files, no threads)."""
+    directory = tmp_path_factory.mktemp("fuzz")
+    return Service(config.load(str(write_config(directory, grace="30m"))), dry_run=True)
+
+
+@FAST
+@given(YEARS, st.integers(0, 11), st.integers(-14, 14), st.sampled_from(["", ".9999999999", "Z"]))
+def test_far_timestamps_are_granted_for_grace_from_now_at_most(service, year, month, tz, frac):
+    zone = "Z" if frac == "Z" else f"{tz:+03d}:00"
+    stamp = f"{year:04d}-{month + 1:02d}-28T23:59:59{frac if frac != 'Z' else ''}{zone}"
+    line = dovecot_login("192.0.2.1").split(" ", 1)[1]
+    envelope = EnvelopeParser("auto").parse(f"{stamp} {line}", NOW)
+    assert envelope is None or envelope.time == envelope.time  # no NaN
+    svc = service
+    svc.table.clear()
+    login = svc.matcher.match(f"{stamp} {line}".encode(), NOW)
+    if login is not None:
+        svc.handle(login, NOW)
+    grant = svc.table.get("192.0.2.1")
+    grace = svc.settings.grace
+    if grant is not None:
+        assert login is not None and login.time + grace > NOW, "an old login was granted"
+        assert grant.expires <= NOW + grace, "a future stamp extended the grant"
+
+
+@FAST
+@given(
+    st.sampled_from(["Jan", "Feb", "Dec", "Xyz", "jan"]), st.integers(0, 99), st.text(max_size=8)
+)
+def test_bsd_timestamps_never_raise(month, day, rest):
+    EnvelopeParser("auto").parse(f"{month} {day:2d} 25:61:61{rest} host prog[1]: msg", NOW)
+
+
+def test_ten_megabyte_line_without_newline_is_bounded(tmp_path):
+    log = tmp_path / "mail.log"
+    with open(log, "wb") as handle:
+        handle.write(os.urandom(5 << 20).replace(b"\n", b"x") + b"A" * (5 << 20))
+    tail = FileTail(str(log), max_line_length=8192)
+    tracemalloc.start()
+    try:
+        assert tail.read() == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"reading a 10 MB line took {peak} bytes"
+    assert tail.stats.overlong == 1
+    with open(log, "ab") as handle:
+        handle.write(b"still the same line\n" + dovecot_login("192.0.2.8").encode())
+    lines = tail.read()
+    assert len(lines) == 1 and tail.stats.overlong == 1
+    check_login(login := MATCHER.match(lines[0], time.time()))
+    assert login is not None and login.ip == "192.0.2.8"
+    tail.close()
+    assert MATCHER.match(b"x" * (10 << 20), NOW) is None  # the matcher bounds it too

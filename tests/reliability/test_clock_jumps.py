@@ -1,0 +1,95 @@
+"""The wall clock jumps forward and back under a running core loop.
+
+In-process, with an injected fake clock and the real tail and lmdb table,
+each step driven by the test.  Forward: everything due expires (the daemon
+cannot know better) and new logins are granted.  Back: no grant outlives
+``now + grace`` (a day's jump back must not mean a day's extra relaying),
+and logins stamped "in the future" are granted for ``grace`` from now only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from reliability_support import map_keys
+from support import append, dovecot_login, write_config
+
+from popbsmtp import config
+from popbsmtp.service import Service
+
+GRACE = 600.0
+DAY = 86400.0
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def service(pf_tmp):
+    settings = config.load(str(write_config(pf_tmp, grace="10m", poll_interval="1h")))
+    (pf_tmp / "mail.log").touch()
+    clock = FakeClock(time.time())
+    svc = Service(settings, clock=clock)
+    svc.start()
+    yield svc, clock, pf_tmp
+    svc.shutdown()
+
+
+def expiry(svc, ip):
+    grant = svc.table.get(ip)
+    return None if grant is None else grant.expires
+
+
+def test_clock_jumps_forward(service):
+    svc, clock, tmp = service
+    start = clock.now
+    append(tmp / "mail.log", dovecot_login("192.0.2.1", start))
+    svc.step()
+    assert expiry(svc, "192.0.2.1") == pytest.approx(start + GRACE, abs=1)
+    clock.now = start + DAY
+    svc.step()
+    assert "192.0.2.1" not in svc.table and map_keys(f"lmdb:{tmp}/pbs") == set()
+    append(tmp / "mail.log", dovecot_login("192.0.2.2", start))  # stamped before the jump
+    append(tmp / "mail.log", dovecot_login("192.0.2.3", clock.now))
+    svc.step()
+    assert svc.table.keys() == {"192.0.2.3"} == map_keys(f"lmdb:{tmp}/pbs")
+
+
+def test_clock_jumps_back(service):
+    svc, clock, tmp = service
+    start = clock.now
+    append(tmp / "mail.log", dovecot_login("192.0.2.1", start))
+    svc.step()
+    clock.now = start - DAY
+    svc.step()
+    assert expiry(svc, "192.0.2.1") == pytest.approx(clock.now + GRACE, abs=1)
+    append(tmp / "mail.log", dovecot_login("192.0.2.2", start))  # "in the future" now
+    svc.step()
+    assert expiry(svc, "192.0.2.2") == pytest.approx(clock.now + GRACE, abs=1)
+    assert map_keys(f"lmdb:{tmp}/pbs") == {"192.0.2.1", "192.0.2.2"}
+    clock.now += GRACE + 1
+    svc.step()
+    assert len(svc.table) == 0 and map_keys(f"lmdb:{tmp}/pbs") == set()
+
+
+def test_clock_went_back_while_stopped(pf_tmp):
+    settings = config.load(str(write_config(pf_tmp, grace="10m")))
+    (pf_tmp / "mail.log").touch()
+    now = time.time()
+    first = Service(settings, clock=FakeClock(now))
+    first.start()
+    first.table.grant("192.0.2.9", now + GRACE, "manual", "add")
+    first.step()
+    first.shutdown()
+    second = Service(settings, clock=FakeClock(now - DAY))
+    second.start()
+    try:
+        assert expiry(second, "192.0.2.9") == pytest.approx(now - DAY + GRACE, abs=1)
+    finally:
+        second.shutdown()

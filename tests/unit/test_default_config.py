@@ -1,0 +1,69 @@
+"""The shipped config and man page are generated from the option schema, and current."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from popbsmtp import config
+from popbsmtp.config import SCHEMA, load, render_default_config
+from popbsmtp.distros import Distro
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "init" / "popbsmtp.conf"
+REGENERATE = (
+    "python3 -c 'from popbsmtp.config import render_default_config as r; print(r(), end=\"\")'"
+    " > init/popbsmtp.conf"
+)
+RHEL = Distro("rhel", "rhel", "/var/log/maillog", "rfc3164")
+
+
+def test_shipped_config_is_the_rendered_schema():
+    assert SHIPPED.read_text() == render_default_config(), f"out of date; run: {REGENERATE}"
+
+
+def test_every_option_is_present_commented_with_its_help():
+    text = render_default_config()
+    for opt in SCHEMA:
+        lines = re.findall(rf"^#{opt.name} = ?(.*)$", text, re.M)
+        assert len(lines) == 1, f"{opt.name} appears {len(lines)} times"
+        first_words = " ".join(opt.help.split()[:3])
+        assert first_words in " ".join(text.replace("# ", " ").split()), opt.name
+    assert not [
+        ln for ln in text.splitlines() if ln and not ln.startswith("#") and ln != "[popbsmtp]"
+    ], "only comments and the section header"
+
+
+def test_shipped_config_loads_to_the_defaults(tmp_path):
+    path = tmp_path / "popbsmtp.conf"
+    path.write_text(render_default_config())
+    shipped = load(str(path), distro=RHEL)
+    assert all(src != str(path) for src in shipped.sources.values())
+
+
+def test_uncommented_values_are_the_real_defaults(tmp_path, monkeypatch):
+    """Uncommenting every line changes nothing (computed defaults: as on RHEL with lmdb)."""
+    monkeypatch.setattr(config.shutil, "which", lambda _name: None)  # no postconf: lmdb
+    path = tmp_path / "popbsmtp.conf"
+    path.write_text(re.sub(r"^#(\w+ =)", r"\1", render_default_config(), flags=re.M))
+    uncommented = load(str(path), distro=RHEL)
+    empty = tmp_path / "empty.conf"
+    empty.write_text("[popbsmtp]\n")
+    defaults = load(str(empty), distro=RHEL)
+    for opt in SCHEMA:
+        assert uncommented.sources[opt.name].startswith(str(path)), opt.name
+        assert uncommented.raw[opt.name] == defaults.raw[opt.name], opt.name
+
+
+def test_conf_man_page_is_rendered_from_the_schema():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "man" / "render.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    page = (ROOT / "docs" / "man" / "popbsmtp.conf.5").read_text()
+    for opt in SCHEMA:
+        assert f".B {opt.name}\n" in page, opt.name

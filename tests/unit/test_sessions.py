@@ -1,0 +1,161 @@
+"""Session tracking: hold while open, grace from logout, max_session cap, two-line joins."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from popbsmtp.grants import GrantTable
+from popbsmtp.matcher import Login
+from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, registry
+from popbsmtp.sessions import PRUNE_EVERY, SessionTracker
+
+GRACE = 60.0
+MAX = 3600.0
+
+
+def ev(profile: str, rule: str, event: str, t: float, ip: Optional[str] = None,
+       session: Optional[str] = None) -> Login:  # fmt: skip
+    return Login(t, ip, ip, profile, rule, event, session)
+
+
+def login(tracker: SessionTracker, table: GrantTable, item: Login, now: float) -> float:
+    assert item.ip is not None
+    expires = tracker.login(item, now, table)
+    table.grant(item.ip, expires, item.profile, item.rule)
+    return expires
+
+
+def make() -> Tuple[SessionTracker, GrantTable]:
+    return SessionTracker(GRACE, MAX, list(registry().values())), GrantTable()
+
+
+def test_dovecot_session_is_held_until_logout_then_grace_starts_there() -> None:
+    tracker, table = make()
+    assert login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100) == (
+        100 + MAX
+    )
+    assert tracker.open_sessions() == 1
+    ended = tracker.logout(ev("dovecot", "logout", LOGOUT, 500, None, "S1"), 500, table)
+    assert ended == "192.0.2.1"
+    grant = table.get("192.0.2.1")
+    assert grant is not None and grant.expires == 500 + GRACE
+    assert tracker.open_sessions() == 0
+    assert table.expire(500 + GRACE) == ["192.0.2.1"]
+
+
+def test_lost_logout_expires_at_max_session() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100)
+    assert table.expire(100 + MAX - 1) == []
+    assert table.expire(100 + MAX) == ["192.0.2.1"]
+
+
+def test_other_open_session_keeps_the_address_held() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100)
+    login(tracker, table, ev("dovecot", "login", LOGIN, 200, "192.0.2.1", "S2"), 200)
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 300, None, "S2"), 300, table)
+    grant = table.get("192.0.2.1")
+    assert grant is not None and grant.expires == 100 + MAX  # S1 is still open: its own cap
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 400, None, "S1"), 400, table)
+    grant = table.get("192.0.2.1")
+    assert grant is not None and grant.expires == 400 + GRACE
+
+
+def test_logout_never_shortens_a_grant_it_did_not_set() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100)
+    table.remove("192.0.2.1")
+    table.grant("192.0.2.1", 100 + 2 * MAX, "manual", "add")  # admin's longer grant
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 200, None, "S1"), 200, table)
+    grant = table.get("192.0.2.1")
+    assert grant is not None and grant.expires == 100 + 2 * MAX
+
+
+def test_untracked_login_of_the_same_address_is_kept_after_logout() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100)
+    login(tracker, table, ev("qpopper", "login", LOGIN, 150, "192.0.2.1"), 150)
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 160, None, "S1"), 160, table)
+    grant = table.get("192.0.2.1")
+    assert grant is not None and grant.expires == 160 + GRACE  # >= 150 + GRACE
+
+
+def test_unknown_logout_changes_nothing_and_is_counted() -> None:
+    tracker, table = make()
+    table.grant("192.0.2.1", 1000, "x", "y")
+    assert tracker.logout(ev("dovecot", "logout", LOGOUT, 100, None, "nope"), 100, table) is None
+    assert tracker.stats.unknown_logouts == 1
+    grant = table.get("192.0.2.1")
+    assert grant is not None and grant.expires == 1000
+
+
+def test_courier_sessions_count_per_address() -> None:
+    tracker, table = make()
+    ip = "2001:db8::1"
+    login(tracker, table, ev("courier", "login", LOGIN, 100, ip), 100)
+    login(tracker, table, ev("courier", "login", LOGIN, 110, ip), 110)  # a second connection
+    tracker.logout(ev("courier", "logout", LOGOUT, 120, ip), 120, table)
+    assert table.get(ip).expires == 110 + MAX  # type: ignore[union-attr]
+    tracker.logout(ev("courier", "logout", LOGOUT, 130, ip), 130, table)
+    assert table.get(ip).expires == 130 + GRACE  # type: ignore[union-attr]
+
+
+def test_uw_logout_by_address() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("uw", "imap-login", LOGIN, 100, "192.0.2.4"), 100)
+    assert tracker.logout(ev("uw", "logout", LOGOUT, 140, "192.0.2.4"), 140, table)
+    assert table.get("192.0.2.4").expires == 140 + GRACE  # type: ignore[union-attr]
+
+
+def test_cyrus_reused_pid_ends_the_previous_session() -> None:
+    tracker, table = make()
+    pid = "mail/cyrus/imap[4711]"
+    login(tracker, table, ev("cyrus", "login", LOGIN, 100, "192.0.2.1", pid), 100)
+    login(tracker, table, ev("cyrus", "login", LOGIN, 200, "192.0.2.2", pid), 200)
+    assert table.get("192.0.2.1").expires == 200 + GRACE  # type: ignore[union-attr]
+    tracker.logout(ev("cyrus", "logout", LOGOUT, 300, None, pid), 300, table)
+    assert table.get("192.0.2.2").expires == 300 + GRACE  # type: ignore[union-attr]
+    assert tracker.open_sessions() == 0
+
+
+def test_servers_without_logouts_get_plain_grace() -> None:
+    tracker, table = make()
+    assert login(tracker, table, ev("qpopper", "login", LOGIN, 100, "192.0.2.1"), 100) == (
+        100 + GRACE
+    )
+    assert tracker.window(ev("qpopper", "login", LOGIN, 100, "192.0.2.1")) == GRACE
+    assert tracker.window(ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S")) == MAX
+
+
+def test_two_line_form_joined_by_pid() -> None:
+    tracker, _ = make()
+    pid = "mail/popa3d[901]"
+    assert tracker.resolve(ev("popa3d", "connect", CONNECT, 100, "192.0.2.3", pid)) is None
+    joined = tracker.resolve(ev("popa3d", "auth", AUTH, 101, None, pid))
+    assert joined is not None
+    assert (joined.event, joined.ip, joined.rule) == (LOGIN, "192.0.2.3", "auth")
+    # The connect is consumed: a second auth line of that pid grants nothing.
+    assert tracker.resolve(ev("popa3d", "auth", AUTH, 102, None, pid)) is None
+
+
+def test_two_line_auth_without_connect_or_too_late_grants_nothing() -> None:
+    tracker, _ = make()
+    assert tracker.resolve(ev("popa3d", "auth", AUTH, 100, None, "mail/popa3d[1]")) is None
+    tracker.resolve(ev("popa3d", "connect", CONNECT, 100, "192.0.2.3", "mail/popa3d[2]"))
+    assert tracker.resolve(ev("popa3d", "auth", AUTH, 101 + MAX, None, "mail/popa3d[2]")) is None
+    # another profile's pid namespace is separate
+    tracker.resolve(ev("popa3d", "connect", CONNECT, 100, "192.0.2.3", "mail/x[3]"))
+    assert tracker.resolve(ev("spop3d", "auth", AUTH, 101, None, "mail/x[3]")) is None
+    assert tracker.stats.unjoined == 3
+
+
+def test_stale_sessions_are_pruned() -> None:
+    tracker, table = make()
+    for n in range(PRUNE_EVERY):
+        login(tracker, table, ev("dovecot", "login", LOGIN, 0, "192.0.2.1", f"S{n}"), 0)
+    for n in range(PRUNE_EVERY):
+        late = ev("dovecot", "login", LOGIN, MAX + 1, "192.0.2.2", f"L{n}")
+        login(tracker, table, late, MAX + 1)
+    assert tracker.stats.expired == PRUNE_EVERY
+    assert tracker.open_sessions() == PRUNE_EVERY

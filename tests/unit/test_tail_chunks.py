@@ -1,0 +1,116 @@
+"""FileTail.read_blocks(): whole blocks of complete lines, a budget per call, same lines as read()."""
+
+import os
+
+from popbsmtp.sources.tail import FileTail
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def append(path, data):
+    with open(path, "ab") as handle:
+        handle.write(data)
+
+
+def lines_of(blocks):
+    out = []
+    for block in blocks:
+        assert block.endswith(b"\n"), block[-20:]
+        out.extend(block.split(b"\n")[:-1])
+    return out
+
+
+def test_blocks_hold_complete_lines_and_keep_the_partial_back(tmp_path):
+    log = tmp_path / "mail.log"
+    append(log, b"one\ntwo\nthr")
+    tail = FileTail(str(log))
+    assert tail.read_blocks() == [b"one\ntwo\n"]
+    assert tail.position.offset == 8
+    append(log, b"ee\n")
+    assert tail.read_blocks() == [b"three\n"]
+    assert tail.read_blocks() == [] and not tail.more
+    assert tail.stats.lines == 3
+
+
+def test_budget_splits_a_backlog_over_calls_without_losing_a_line(tmp_path):
+    log = tmp_path / "mail.log"
+    want = [b"line %06d" % n for n in range(300_000)]  # ~3.3 MB, several 1 MiB chunks
+    append(log, b"\n".join(want) + b"\n")
+    tail = FileTail(str(log))
+    got, calls = [], 0
+    while True:
+        got += lines_of(tail.read_blocks(budget=1 << 20))
+        calls += 1
+        if not tail.more:
+            break
+    assert got == want
+    assert calls >= 3
+    assert tail.position.offset == os.path.getsize(log)
+
+
+def test_read_is_the_blocks_split_with_overlong_lines_dropped(tmp_path):
+    log = tmp_path / "mail.log"
+    append(log, b"a\n" + b"x" * 50 + b"\nb\n")
+    blocks_tail = FileTail(str(log), max_line_length=20)
+    assert lines_of(blocks_tail.read_blocks()) == [b"a", b"x" * 50, b"b"]
+    lines_tail = FileTail(str(log), max_line_length=20)
+    assert lines_tail.read() == [b"a", b"b"]
+    assert lines_tail.stats.overlong == 1
+
+
+def test_overlong_partial_is_dropped_up_to_its_newline(tmp_path):
+    log = tmp_path / "mail.log"
+    tail = FileTail(str(log), max_line_length=10)
+    append(log, b"ok\n" + b"y" * 30)
+    assert tail.read_blocks() == [b"ok\n"]
+    append(log, b"yyy\nnext\n")
+    assert tail.read_blocks() == [b"next\n"]
+    assert tail.stats.overlong == 1
+
+
+def test_unterminated_last_line_of_a_rotated_file_becomes_a_line(tmp_path):
+    clock = Clock()
+    log = tmp_path / "mail.log"
+    append(log, b"a1\n")
+    tail = FileTail(str(log), clock=clock)
+    assert tail.read_blocks() == [b"a1\n"]
+    append(log, b"a2")
+    os.rename(log, tmp_path / "mail.log.1")
+    append(log, b"b1\n")
+    assert lines_of(tail.read_blocks()) == [b"b1"]
+    clock.now += 100
+    assert lines_of(tail.read_blocks()) == [b"a2"]
+
+
+def test_initial_offset_applies_to_the_first_file_only(tmp_path):
+    log = tmp_path / "mail.log"
+    append(log, b"old\nnew\n")
+    asked = []
+
+    def start(fd):
+        asked.append(fd)
+        return 4
+
+    tail = FileTail(str(log), initial_offset=start)
+    assert tail.read() == [b"new"]
+    os.rename(log, tmp_path / "mail.log.1")
+    append(log, b"first\nsecond\n")
+    assert tail.read() == [b"first", b"second"]  # a rotated-in file is read from byte 0
+    assert len(asked) == 1
+
+
+def test_saved_position_wins_over_initial_offset(tmp_path):
+    log = tmp_path / "mail.log"
+    append(log, b"l1\nl2\n")
+    first = FileTail(str(log))
+    first.read()
+    position = first.position
+    append(log, b"l3\n")
+    tail = FileTail(str(log), position, initial_offset=lambda fd: 0)
+    assert tail.read() == [b"l3"]
