@@ -68,8 +68,7 @@ def _install_signals(service: Service) -> None:
         service.stop()
 
     def on_hup(_signum: int, _frame: object) -> None:
-        log.info("SIGHUP: reloading the configuration")
-        service.request_reload()
+        service.request_reload()  # the loop logs it: no logging inside a handler
 
     def on_usr1(_signum: int, _frame: object) -> None:
         if not service.started:

@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Set, TextIO, Tuple
+from typing import Callable, List, Optional, Set, TextIO, Tuple
 
 from popbsmtp import postfix
 from popbsmtp.addresses import parse_networks
@@ -31,7 +31,7 @@ from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.matcher import Matcher
 from popbsmtp.postfix import PostfixError
-from popbsmtp.profiles import LOGIN, select
+from popbsmtp.profiles import LOGIN, registry, select
 from popbsmtp.state import StateLock
 from popbsmtp.syslog import EnvelopeParser
 
@@ -180,7 +180,7 @@ class Doctor:
         where = f"the last {len(lines)} lines of {path}"
         if found:
             return Finding(OK, "log", f"{found} logins recognised in {where}")
-        counts = {p.name: _count_logins(self.settings, [p.name], lines) for p in select(["auto"])}
+        counts = {name: _count_logins(self.settings, [name], lines) for name in registry()}
         would = [name for name, count in counts.items() if count]
         if would:
             why = f"the configured profiles match no login in {where}; these would: {would}"
@@ -295,9 +295,9 @@ def _age(paths: List[str]) -> str:
     return f"{max(0, round(time.time() - max(stamps)))} s ago" if stamps else "never"
 
 
-def _safe(read: object) -> str:
+def _safe(read: Callable[[], str]) -> str:
     try:
-        return str(read())  # type: ignore[operator]
+        return read()
     except PostfixError:
         return ""
 

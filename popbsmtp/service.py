@@ -10,6 +10,7 @@ caller daemonizes *before* constructing a Service.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -130,6 +131,7 @@ class Service:
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
         self.start()
+        self._waker = SignalWaker(self.wake)
         try:
             if on_ready:
                 on_ready()
@@ -145,19 +147,28 @@ class Service:
             notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
+            self._waker.close()
             self.shutdown()
 
     def stop(self) -> None:
         """Ask the loop to finish; safe from a signal handler."""
         self._stopping = True
-        self.wake.set()
+        self._poke()
 
     def request_reload(self) -> None:
         """Ask the loop to re-read the config; safe from a signal handler."""
         self._reload_wanted = True
-        self.wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        waker: Optional[SignalWaker] = getattr(self, "_waker", None)
+        if waker is not None:
+            waker.poke()
+        else:
+            self.wake.set()  # not running: the main thread holds no lock of ``wake``
 
     def _reload_from_loader(self) -> None:
+        log.info("SIGHUP: reloading the configuration")
         notify.reloading()
         logsetup.reopen()
         try:
@@ -177,6 +188,8 @@ class Service:
             setattr(self.settings, name, getattr(settings, name))
             self.settings.raw[name] = settings.raw[name]
             self.settings.sources[name] = settings.sources[name]
+        self.sessions.grace = settings.grace  # new logins get the new grace
+        self.sessions.max_session = max(self.sessions.max_session, settings.grace)
         logsetup.set_level(settings.log_level)
         later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
         if later:
@@ -317,6 +330,37 @@ class Service:
             "map_writes": self.keeper.writes,
             "last_error": self.keeper.last_error or self.tail.stats.last_error,
         }
+
+
+class SignalWaker:
+    """Wakes the loop from a signal handler without taking a lock there.
+
+    A handler runs in the main thread, which may at that moment hold the
+    (non-reentrant) lock inside ``wake`` (in ``wait``/``clear``): calling
+    ``wake.set()`` from the handler would deadlock.  The handler writes a byte
+    to a pipe instead, and this thread sets ``wake``.
+    """
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._thread = threading.Thread(target=self._relay, name="signal-waker", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        # A full pipe means a wake is pending anyway; a closed one, that we stopped.
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"!")
+
+    def _relay(self) -> None:
+        while os.read(self._read, 512):
+            self.wake.set()
+        os.close(self._read)
+
+    def close(self) -> None:
+        os.close(self._write)  # the relay thread reads EOF and ends
+        self._thread.join(timeout=5)
 
 
 def apply_request(table: GrantTable, request: dict, now: float, grace: float) -> None:

@@ -11,13 +11,12 @@ recognised: Courier is not packaged for the RHEL family, where that happens.
 
 Sessions are tied by address: each login opens one, each logout closes one.
 
-Why the examples are not captured from a running Courier: Debian's
-courier-imap/courier-pop packages conflict with dovecot-imapd/dovecot-pop3d
-(both provide imap-server/pop3-server), and the test suite needs Dovecot
-installed; swapping packages inside a CI run would also need courier's
-authdaemon and a mail user set up.  The lines follow Courier's source
-(``imap/imapd.c``, ``imap/pop3dserver.c``: "LOGIN, user=%s, ip=[%s],
-port=[%s]" …) and widely published logs; see docs/profiles.md.
+Examples marked "captured" come from a real Courier-IMAP 5.0.13 / Courier
+POP3 1.0.16 (Debian 12's packages, unpacked rather than installed because
+they conflict with Dovecot's; see ``tests/integration/courier_server.py`` and
+``tests/profiles/data/courier-5.0-captured*.log``): among them a successful
+login of a user named ``x, ip=[6.6.6.6], port=[1]``.  The ``TIMEOUT``,
+``DISCONNECTED`` and ``stls=1`` shapes follow Courier's source.
 """
 
 from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
@@ -35,7 +34,7 @@ P = "Nov 27 04:48:08 mail "
 
 PROFILE = Profile(
     name="courier",
-    description="Courier-IMAP / Courier POP3 (imapd, pop3d, -ssl); logouts by address",
+    description="Courier-IMAP / POP3 (imapd, pop3d, -ssl; 5.0 captured); logouts by address",
     rules=(
         Rule(
             name="login",
@@ -61,6 +60,73 @@ PROFILE = Profile(
         ),
     ),
     examples=(
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "imapd: LOGIN, user=alice, ip=[::ffff:127.0.0.5], port=[34023], protocol=IMAP",
+            "127.0.0.5",
+            "login",
+            note="captured",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "pop3d: LOGIN, user=x, ip=[6.6.6.6], port=[1], ip=[::ffff:127.0.0.8], "
+            "port=[50007]",
+            "127.0.0.8",
+            "login",
+            note="captured: successful login of a user named 'x, ip=[6.6.6.6], port=[1]'",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "imapd: LOGIN, user=bob@example.org, ip=[::1], port=[39831], protocol=IMAP",
+            "::1",
+            "login",
+            note="captured",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            'imapd: LOGIN, user=q"u,o"te <a> #012, ip=[::ffff:127.0.0.8], port=[42085], '
+            "protocol=IMAP",
+            "127.0.0.8",
+            "login",
+            note="captured: quotes, comma, <> and #012 in the user name",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "pop3d: LOGOUT, user=x, ip=[6.6.6.6], port=[1], ip=[::ffff:127.0.0.8], "
+            "port=[50007], top=0, retr=0, rcvd=6, sent=30, time=0",
+            "127.0.0.8",
+            "logout",
+            event=LOGOUT,
+            note="captured",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "imapd: LOGOUT, user=alice, ip=[::ffff:127.0.0.5], port=[34023], headers=0, "
+            "body=0, rcvd=14, sent=242, time=2",
+            "127.0.0.5",
+            "logout",
+            event=LOGOUT,
+            note="captured",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "imapd: LOGIN FAILED, user=x, ip=[6.6.6.6], port=[1], ip=[::ffff:127.0.0.7], "
+            "port=[48851]",
+            None,
+            note="captured: failed login whose name forges the address field",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "imapd: LOGOUT, ip=[::ffff:127.0.0.7], port=[57433], rcvd=61, sent=516",
+            None,
+            note="captured: end of a connection that never logged in",
+        ),
+        Example(
+            "2026-11-27T06:14:49.140820+00:00 vm "
+            "pop3d: Disconnected, ip=[::ffff:127.0.0.7], port=[45563]",
+            None,
+            note="captured: no login",
+        ),
         Example(
             P + "pop3d: LOGIN, user=alice, ip=[::ffff:192.0.2.3], port=[41234]",
             "192.0.2.3",

@@ -9,8 +9,9 @@ user name; the address is the last field and the closing quote before
 `` from `` is server-written, so the rule is anchored there.
 
 Derived from Mailutils' source and the format published with the Perl
-pop-before-smtp, not captured (mailutils-pop3d conflicts with the Dovecot
-packages the suite needs).
+pop-before-smtp, not captured: Debian's mailutils-pop3d conflicts with
+Dovecot's packages like Cyrus's do, and no unpacked-run harness (see
+``tests/integration/cyrus_server.py``) exists for it yet.
 """
 
 from popbsmtp.profiles import LOGIN, Example, Profile, Rule

@@ -11,11 +11,10 @@ another status.  Only dotted-quad clients are recognised: perdition's
 ``addr:port`` form would make IPv6 ambiguous, and its IPv6 rendering is not
 documented.
 
-Perdition is packaged by Debian but proxies to a real back end and
-conflicts with nothing only when that back end exists; the examples are
-derived from perdition's source (``perdition/perdition.c``, the
-``VANESSA_LOGGER_DEBUG_RAW_UNSAFE "Auth: …"`` call) and published logs,
-not captured.
+Perdition is packaged by Debian, but a test would need a back-end server
+behind it and no harness runs it yet; the examples are derived from
+perdition's source (``perdition/perdition.c``, the ``Auth:`` log call) and
+published logs, not captured.
 """
 
 from popbsmtp.profiles import LOGIN, Example, Profile, Rule

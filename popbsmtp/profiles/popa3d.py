@@ -8,8 +8,9 @@ searched for an address.  (A contributed patch once appended ``-- [addr]``
 to the second line; that shape is *not* supported: on an unpatched server a
 user named ``x -- [6.6.6.6]`` would produce exactly that line.)
 
-popa3d's Debian package conflicts with the Dovecot packages the suite
-needs; the examples are derived from popa3d's source (``pop_auth.c``,
+popa3d's Debian package conflicts with Dovecot's like Cyrus's do, and no
+unpacked-run harness (see ``tests/integration/cyrus_server.py``) exists for
+it yet; the examples are derived from popa3d's source (``pop_auth.c``,
 ``standalone.c``) and the format published with the Perl pop-before-smtp,
 not captured.
 """

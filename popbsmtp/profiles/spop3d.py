@@ -7,8 +7,9 @@ process, ``user alice authenticated``, joined by pid in
 the user name; a two-line login always ends with ``authenticated``, so a
 name cannot make it look like the one-line form.
 
-solid-pop3d's Debian package conflicts with the Dovecot packages the suite
-needs; the examples are derived from its source (``src/main.c``) and the
+solid-pop3d's Debian package conflicts with Dovecot's like Cyrus's do, and
+no unpacked-run harness (see ``tests/integration/cyrus_server.py``) exists
+for it yet; the examples are derived from its source (``src/main.c``) and the
 format published with the Perl pop-before-smtp, not captured.
 """
 

@@ -56,7 +56,7 @@ FRAGMENTS = sorted(
     }
 )
 HOSTILE_TEXT = st.text(
-    st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=80
+    st.characters(exclude_characters="\n\r", exclude_categories=["Cs"]), max_size=80
 )
 SPECIAL_ADDRESSES = [
     "unknown",

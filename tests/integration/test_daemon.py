@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -121,12 +123,15 @@ def test_start_up_error_reaches_the_waiting_parent(setup, pf_tmp):
 def test_reload_applies_new_config_and_keeps_grants(pf_tmp):
     log = pf_tmp / "mail.log"
     table = f"lmdb:{pf_tmp}/pbs"
-    config = write_config(pf_tmp)
+    # max_session 1s: an open Dovecot session holds its address for just the grace.
+    config = write_config(pf_tmp, max_session="1s")
     with Daemon(config) as daemon:
         append(log, dovecot_login("192.0.2.10"))
         wait_for(lambda: postmap_query("192.0.2.10", table) == "OK", what="first grant")
 
-        write_config(pf_tmp, ignore_networks="192.0.2.0/24", log_level="debug")
+        write_config(
+            pf_tmp, ignore_networks="192.0.2.0/24", log_level="debug", grace="2h", max_session="1s"
+        )
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_log("configuration reloaded; 1 clients authorized")
         append(log, dovecot_login("192.0.2.11"))
@@ -140,6 +145,15 @@ def test_reload_applies_new_config_and_keeps_grants(pf_tmp):
         assert "no_such_option" in daemon.log()
         append(log, dovecot_login("198.51.100.12"))
         wait_for(lambda: postmap_query("198.51.100.12", table) == "OK", what="still running")
+        good = pf_tmp / "good.conf"  # the same state_dir, without the bad key
+        good.write_text(config.read_text().replace("no_such_option = 1\n", ""))
+        rows = [
+            json.loads(line)
+            for line in popbsmtp("list", "--json", "-c", str(good)).stdout.splitlines()
+        ]
+        expiry = {row["ip"]: dt.datetime.fromisoformat(row["expires"]).timestamp() for row in rows}
+        assert expiry["198.51.100.12"] - time.time() > 3600, "the new grace (2h) applies"
+        assert expiry["192.0.2.10"] - time.time() > 1500, "a reload must not cut a grant short"
         assert daemon.stop() == 0
 
 
@@ -269,3 +283,17 @@ def test_daemonize_and_foreground_exclude_each_other(setup):
     )
     assert result.returncode == 1 and "exclude each other" in result.stderr
     assert not pidfile.exists()
+
+
+def test_signal_storm_while_busy_then_clean_stop(pf_tmp):
+    """Signals land at random points of the loop; none may wedge it (no lock in a handler)."""
+    config = write_config(pf_tmp)
+    with Daemon(config) as daemon:
+        assert daemon.proc is not None
+        for n in range(150):
+            append(pf_tmp / "mail.log", dovecot_login(f"192.0.2.{n % 250 + 1}"))
+            daemon.proc.send_signal(signal.SIGHUP if n % 2 else signal.SIGUSR1)
+        daemon.wait_log("granted 192.0.2.150")
+        wait_for(lambda: daemon.log().count("configuration reloaded") >= 1, what="reloads applied")
+        assert daemon.stop(timeout=15) == 0
+    assert "Traceback" not in daemon.log()

@@ -13,8 +13,11 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
 from postfix_instance import PostfixInstance, free_port
 from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
+
+from popbsmtp import postfix
 
 GRANTED = "127.0.0.77"
 DEFAULT_RELAY = "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"
@@ -168,3 +171,62 @@ def test_running_daemon_and_last_write_are_reported(pf_tmp):
     assert line.startswith("OK       daemon: popbsmtp is running")
     assert "map written " in line and "state saved " in line
     assert f"finds granted client {GRANTED}" in result.stdout
+
+
+T = "hash:/etc/postfix/pbs"
+
+
+@pytest.mark.parametrize(
+    ("relay", "recipient", "level", "words"),
+    [
+        (
+            f"permit_mynetworks, check_client_access {T}, defer_unauth_destination",
+            "",
+            "OK",
+            "before",
+        ),
+        (
+            f"permit_mynetworks check_client_access proxy:{T} reject_unauth_destination",
+            "",
+            "OK",
+            "",
+        ),
+        ("", f"permit_mynetworks, check_client_access {T}, reject_unauth_destination", "OK", ""),
+        (f"reject_unauth_destination, check_client_access {T}", "", "ERROR", "comes after"),
+        (DEFAULT_RELAY, f"check_client_access {T}", "ERROR", "454"),
+        (DEFAULT_RELAY, "", "ERROR", "is not in smtpd_relay_restrictions"),
+        (f"permit_mynetworks, permit, check_client_access {T}", "", "WARNING", "after 'permit'"),
+        (f"check_client_access hash:/etc/postfix/other, {DEFAULT_RELAY}", "", "ERROR", "not in"),
+    ],
+)
+def test_placement_verdicts(relay, recipient, level, words):
+    found, why = postfix.placement(relay, recipient, T)
+    assert found == level and words in why
+
+
+def test_fix_command_keeps_the_rest_of_the_list():
+    relay = f"permit_mynetworks, reject_unauth_destination, check_client_access {T}, permit"
+    command = postfix.fix_command(relay, T, None, None)
+    assert command == (
+        "postconf -e 'smtpd_relay_restrictions = permit_mynetworks, "
+        f"check_client_access {T}, reject_unauth_destination, permit'"
+    )
+    fixed = shlex.split(command)[-1].split(" = ", 1)[1]
+    assert postfix.placement(fixed, "", T)[0] == "OK"
+
+
+def test_unreadable_map_and_log_without_matching_profile(pf_tmp):
+    config, instance, table = setup(pf_tmp)
+    with open(config, "a") as extra:
+        extra.write("map_mode = 0600\nprofiles = uw\n")
+    popbsmtp("add", GRANTED, "--config", str(config))
+    result = doctor(config, instance)
+    assert result.returncode == 1
+    [error] = lines(result, "ERROR")
+    assert f"the Postfix user postfix cannot read {pf_tmp}/pbs.db: " in error and "0600" in error
+    [log] = [x for x in lines(result, "WARNING") if " log: " in x]
+    assert "the configured profiles match no login" in log and "dovecot" in log
+
+    (pf_tmp / "mail.log").write_text("")
+    quiet = doctor(config, instance)
+    assert any("no POP/IMAP logins found" in x for x in lines(quiet, "WARNING"))

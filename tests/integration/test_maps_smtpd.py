@@ -76,8 +76,11 @@ def test_burst_of_logins_costs_few_rebuilds(pf_tmp):
     with Daemon(config) as daemon:
         before = daemon.log().count("rebuilt hash:")
         append(logfile, "".join(dovecot_login(ip) for ip in clients))
-        wait_for(lambda: postmap_query(clients[-1], table) == "OK", timeout=5.0,
-                 what="last client of the burst in the table")
+        wait_for(
+            lambda: postmap_query(clients[-1], table) == "OK",
+            timeout=5.0,
+            what="last client of the burst in the table",
+        )
         assert postmap_query(clients[0], table) == "OK"
         assert daemon.stop() == 0
     rebuilds = daemon.log().count("rebuilt hash:") - before
