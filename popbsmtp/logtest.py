@@ -28,6 +28,7 @@ _LOOKS_LIKE_LOGIN = re.compile(
 )
 _FAILURE = re.compile(
     rb"(?i)fail|bad|invalid|denied|error|aborted|disconnected|connection closed|no auth"
+    rb"|unknown user|disallowed|mismatch|not found"
 )
 MAX_MISSES = 20
 DEFAULT_MAX_SESSION = 24 * 3600.0

@@ -179,7 +179,7 @@ class Service:
         notify.ready()
 
     def reload(self, settings: Settings) -> None:
-        """Apply the reloadable options of ``settings``; grants are kept as they are."""
+        """Apply the reloadable options of ``settings``; no grant is dropped or shortened."""
         matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
         ignored = parse_networks(settings.ignore_networks)
         matcher.stats = self.matcher.stats

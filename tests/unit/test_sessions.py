@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Optional, Tuple
 
+import pytest
+from support import append, rfc3339, write_config
+
+from popbsmtp import config
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login
 from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, registry
+from popbsmtp.service import Service
 from popbsmtp.sessions import PRUNE_EVERY, SessionTracker
 
 GRACE = 60.0
@@ -159,3 +166,32 @@ def test_stale_sessions_are_pruned() -> None:
         login(tracker, table, late, MAX + 1)
     assert tracker.stats.expired == PRUNE_EVERY
     assert tracker.open_sessions() == PRUNE_EVERY
+
+
+def test_daemon_core_loop_holds_until_the_logged_logout(tmp_path: Path) -> None:
+    """Service.handle() end to end: real Dovecot line shapes, fake clock, memory map."""
+    now = time.time()
+    log = tmp_path / "mail.log"
+    settings = config.load(str(write_config(tmp_path, grace="60s", max_session="1h")))
+    stamp = rfc3339(now - 10)
+    append(log, f"{stamp} mail dovecot: {CAPTURED_LOGIN}\n")
+    svc = Service(settings, clock=lambda: now, dry_run=True)
+    svc.start()
+    try:
+        assert svc.table.get("127.0.0.5").expires == pytest.approx(now - 10 + 3600, abs=1e-3)
+        append(log, f"{rfc3339(now - 5)} mail dovecot: {CAPTURED_LOGOUT}\n")
+        svc.step()
+        assert svc.table.get("127.0.0.5").expires == pytest.approx(now - 5 + 60, abs=1e-3)
+        assert svc.sessions.open_sessions() == 0
+    finally:
+        svc.shutdown()
+
+
+CAPTURED_LOGIN = (
+    "pop3-login: Login: user=<alice>, method=PLAIN, rip=127.0.0.5, lip=127.0.0.1, mpid=26052, "
+    "session=<BfLevjthna1/AAAF>"
+)
+CAPTURED_LOGOUT = (
+    "pop3(alice)<26052><BfLevjthna1/AAAF>: Disconnected: Logged out top=0/0, retr=0/0, del=0/0, "
+    "size=0"
+)
