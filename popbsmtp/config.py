@@ -243,7 +243,10 @@ def _key_lines(text: str) -> Dict[Tuple[str, Optional[str]], int]:
 
 def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
     if "distro" in raw and raw["distro"][0].strip() != "auto":
-        distro = named_distro(raw["distro"][0].strip())  # explicit: overrides detection
+        try:  # explicit: overrides detection, and decides the distro defaults below
+            distro = named_distro(raw["distro"][0].strip())
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="distro", source=raw["distro"][1]) from None
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     texts: Dict[str, str] = {}

@@ -27,8 +27,6 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from popbsmtp.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class Distro:
@@ -103,11 +101,8 @@ def distro_name(text: str) -> str:
 
 
 def named_distro(text: str) -> Distro:
-    """The defaults for an explicit ``distro = NAME[:VERSION]``."""
-    try:
-        word = distro_name(text)
-    except ValueError as exc:
-        raise ConfigError(str(exc), key="distro") from None
+    """The defaults for an explicit ``distro = NAME[:VERSION]``; ValueError if unknown."""
+    word = distro_name(text)
     ident, _, version = word.partition(":")
     family = _ALIASES.get(ident, ident)
     info = {"VERSION_ID": version}

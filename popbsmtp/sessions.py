@@ -17,8 +17,8 @@ It does not read logs or decide whether an address may relay
 (:func:`popbsmtp.grants.refusal` does); it only computes *until when*, and
 it never shortens a grant it did not set itself (a manual ``add`` or a
 longer grant from another rule stays as it is).  Open sessions are not part
-of the saved state: after a restart, holds already in the table simply run
-out at their ``max_session`` cap.
+of the saved state: after a restart the service caps restored grants to
+``grace`` (fail closed), and a still-open session needs a new login.
 """
 
 from __future__ import annotations

@@ -29,3 +29,13 @@ def pytest_addoption(parser):
     parser.addoption(
         "--slow", action="store_true", help="long variants (also env POPBSMTP_LONG=1)"
     )
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_daemons():
+    """Kill daemons a failing test left running (by the PIDs the tests started)."""
+    from support import Daemon
+
+    yield
+    while Daemon.started:
+        Daemon.started.pop().kill()

@@ -96,7 +96,13 @@ def popbsmtp(*args: str, check: bool = True, **kwargs: object) -> subprocess.Com
 
 
 class Daemon:
-    """The real ``popbsmtp run --foreground`` in a subprocess."""
+    """The real ``popbsmtp run --foreground`` in a subprocess.
+
+    Every started daemon is remembered so conftest can kill those a failing
+    test left running (tests stop what they start).
+    """
+
+    started: "list[Daemon]" = []
 
     def __init__(self, config: Path, *extra: str) -> None:
         self.config = config
@@ -105,6 +111,7 @@ class Daemon:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, ready: bool = True) -> Daemon:
+        Daemon.started.append(self)
         self._err = open(self.stderr, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -150,6 +157,9 @@ class Daemon:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
