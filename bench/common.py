@@ -44,7 +44,7 @@ def write_config(directory: Path, **options: object) -> Path:
         "map": f"lmdb:{directory}/pbs",
         "state_dir": directory / "state",
         "ignore_networks": "none",
-        "log_level": "warning",
+        "log_level": "info",  # the daemon says "following" at info
     }
     values.update(options)
     path = directory / "popbsmtp.conf"

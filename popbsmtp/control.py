@@ -93,7 +93,11 @@ def _check_request(request: Any) -> None:
         if not isinstance(ip, str) or postfix_key(ip) != ip:
             raise ValueError(f"{ip!r} is not a normalised client address")
     grace = request.get("grace")
-    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float))):
+    if grace is not None and (
+        isinstance(grace, bool)
+        or not isinstance(grace, (int, float))
+        or not 0 <= grace < 10**9  # also refuses NaN and Infinity, which json accepts
+    ):
         raise ValueError(f"grace {grace!r} is not a number of seconds")
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 from popbsmtp import control, logsetup, notify
 from popbsmtp.addresses import IgnoredNetworks, parse_networks
@@ -25,12 +26,12 @@ from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
 from popbsmtp.maps._files import check_directory
 from popbsmtp.matcher import Login, Matcher
-from popbsmtp.profiles import LOGOUT, select
+from popbsmtp.profiles import LOGIN, LOGOUT, select
 from popbsmtp.reaper import Reaper
 from popbsmtp.sessions import SessionTracker
 from popbsmtp.sources.tail import FileTail
-from popbsmtp.sources.window import window_start
 from popbsmtp.sources.watch import Watcher
+from popbsmtp.sources.window import window_start
 from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.syslog import EnvelopeParser
 
@@ -115,9 +116,10 @@ class Service:
                 control.spool_dir(self.settings.state_dir): ["req-"],
             },
         )
-        self.watcher.start()
         self.reaper = Reaper(self.wake, poll_interval=self.settings.poll_interval, clock=self.clock)
-        self.reaper.start()
+        with _signals_to_main_thread():
+            self.watcher.start()
+            self.reaper.start()
         self.step()  # catch up with the log and queued requests; reconciles the map
         self._save(force=True)
         self.started = self.clock()
@@ -243,29 +245,40 @@ class Service:
                 return got
 
     def _window_start(self, fd: int) -> int:
-        """No saved position: skip what is too old to grant (plus slack for disorder)."""
+        """No saved position: skip what is too old to matter (plus slack for disorder).
+
+        A login older than ``grace`` is refused, but one whose session may
+        still be open counts for up to ``max_session``.
+        """
         now = self.clock()
         parser = self.matcher.parser
+        window = max(self.settings.grace, self.sessions.max_session)
 
         def stamp(line: bytes) -> Optional[float]:
             envelope = parser.parse(line.decode("utf-8", "replace"), now)
             return None if envelope is None else envelope.time
 
-        return window_start(fd, stamp, now - self.settings.grace - WINDOW_SLACK)
+        return window_start(fd, stamp, now - window - WINDOW_SLACK)
 
     def _cap_expiries(self, now: float) -> None:
-        """After the clock went back, no grant may outlive ``now + grace``.
+        """After the clock went back, no grant may outlive what ``now`` allows.
 
         Otherwise a jump back by a day would let every client relay a day
-        longer.  O(n), but only at start and after a backward jump.
+        longer.  At start (sessions are not saved) that is ``grace``; while
+        running, a grant held by an open session may keep ``max_session``.
+        O(n), but only at start and after a backward jump.
         """
-        latest = now + self.settings.grace
-        capped = [g for g in self.table if g.expires > latest]
-        for grant in capped:
-            self.table.remove(grant.ip)
-            self.table.grant(grant.ip, latest, grant.profile, grant.rule)
-        if capped and self._last_now != float("inf"):
-            log.warning("clock went back; %d grants capped to grace from now", len(capped))
+        starting = self._last_now == float("inf")
+        capped = 0
+        for grant in self.table:
+            held = Login(now, grant.ip, grant.ip, grant.profile, grant.rule, LOGIN)
+            window = self.settings.grace if starting else self.sessions.window(held)
+            if grant.expires > now + window:
+                self.table.remove(grant.ip)
+                self.table.grant(grant.ip, now + window, grant.profile, grant.rule)
+                capped += 1
+        if capped and not starting:
+            log.warning("clock went back; %d grants capped to their window from now", capped)
 
     def handle(self, login: Login, now: float) -> None:
         resolved = self.sessions.resolve(login)  # joins two-line forms; None for a connect
@@ -361,6 +374,20 @@ class SignalWaker:
     def close(self) -> None:
         os.close(self._write)  # the relay thread reads EOF and ends
         self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _signals_to_main_thread() -> Iterator[None]:
+    """Start helper threads with our signals blocked, so the kernel delivers
+    them to the main thread: a blocking call there (a Postfix lock wait) is
+    then interrupted and the handler runs at once, not at the next bytecode.
+    """
+    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def apply_request(table: GrantTable, request: dict, now: float, grace: float) -> None:

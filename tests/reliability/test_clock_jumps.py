@@ -3,8 +3,9 @@
 In-process, with an injected fake clock and the real tail and lmdb table,
 each step driven by the test.  Forward: everything due expires (the daemon
 cannot know better) and new logins are granted.  Back: no grant outlives
-``now + grace`` (a day's jump back must not mean a day's extra relaying),
-and logins stamped "in the future" are granted for ``grace`` from now only.
+``now + grace`` (``now + max_session`` while its session is open: a day's
+jump back must not mean a day's extra relaying), and logins stamped "in the
+future" count from now.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from popbsmtp import config
 from popbsmtp.service import Service
 
 GRACE = 600.0
+MAX_SESSION = 7200.0  # a Dovecot login holds its address while its session is open
 DAY = 86400.0
 
 
@@ -32,7 +34,8 @@ class FakeClock:
 
 @pytest.fixture
 def service(pf_tmp):
-    settings = config.load(str(write_config(pf_tmp, grace="10m", poll_interval="1h")))
+    path = write_config(pf_tmp, grace="10m", max_session="2h", poll_interval="1h")
+    settings = config.load(str(path))
     (pf_tmp / "mail.log").touch()
     clock = FakeClock(time.time())
     svc = Service(settings, clock=clock)
@@ -51,7 +54,7 @@ def test_clock_jumps_forward(service):
     start = clock.now
     append(tmp / "mail.log", dovecot_login("192.0.2.1", start))
     svc.step()
-    assert expiry(svc, "192.0.2.1") == pytest.approx(start + GRACE, abs=1)
+    assert expiry(svc, "192.0.2.1") == pytest.approx(start + MAX_SESSION, abs=1)
     clock.now = start + DAY
     svc.step()
     assert "192.0.2.1" not in svc.table and map_keys(f"lmdb:{tmp}/pbs") == set()
@@ -64,16 +67,22 @@ def test_clock_jumps_forward(service):
 def test_clock_jumps_back(service):
     svc, clock, tmp = service
     start = clock.now
-    append(tmp / "mail.log", dovecot_login("192.0.2.1", start))
+    svc.table.grant("192.0.2.1", start + GRACE, "manual", "add")  # a plain grace grant
+    append(tmp / "mail.log", dovecot_login("192.0.2.2", start))  # held by an open session
     svc.step()
+    assert expiry(svc, "192.0.2.2") == pytest.approx(start + MAX_SESSION, abs=1)
     clock.now = start - DAY
     svc.step()
     assert expiry(svc, "192.0.2.1") == pytest.approx(clock.now + GRACE, abs=1)
-    append(tmp / "mail.log", dovecot_login("192.0.2.2", start))  # "in the future" now
+    assert expiry(svc, "192.0.2.2") == pytest.approx(clock.now + MAX_SESSION, abs=1)
+    append(tmp / "mail.log", dovecot_login("192.0.2.3", start))  # "in the future" now
     svc.step()
-    assert expiry(svc, "192.0.2.2") == pytest.approx(clock.now + GRACE, abs=1)
-    assert map_keys(f"lmdb:{tmp}/pbs") == {"192.0.2.1", "192.0.2.2"}
+    assert expiry(svc, "192.0.2.3") == pytest.approx(clock.now + MAX_SESSION, abs=1)
+    assert map_keys(f"lmdb:{tmp}/pbs") == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
     clock.now += GRACE + 1
+    svc.step()
+    assert svc.table.keys() == {"192.0.2.2", "192.0.2.3"} == map_keys(f"lmdb:{tmp}/pbs")
+    clock.now += MAX_SESSION
     svc.step()
     assert len(svc.table) == 0 and map_keys(f"lmdb:{tmp}/pbs") == set()
 

@@ -15,6 +15,7 @@ import stat
 from reliability_support import LimitedDaemon, map_keys
 from support import Daemon, append, dovecot_login, wait_for, write_config
 
+from popbsmtp import control
 from popbsmtp.grants import GrantTable
 
 
@@ -115,3 +116,32 @@ def test_full_table_warnings_are_rate_limited(caplog):
     with caplog.at_level(logging.WARNING, logger="popbsmtp.grants"):
         table.grant("10.9.9.10", 1e10, "p", "r")
     assert len(caplog.records) == 1
+
+
+BAD_REQUESTS = [
+    "[1, 2]",
+    '"add"',
+    '{"op": "add", "ip": "unknown"}',
+    '{"op": "add", "ip": "10.0.0.0/8"}',
+    '{"op": "add", "ip": "10.0"}',
+    '{"op": "add", "ip": "::FFFF:10.0.0.1"}',
+    '{"op": "add", "ip": "10.0.0.1", "grace": NaN}',
+    '{"op": "add", "ip": "10.0.0.1", "grace": Infinity}',
+    '{"op": "add", "ip": "10.0.0.1", "grace": "1h"}',
+    '{"op": "grant-all"}',
+    "{",
+]
+
+
+def test_malformed_requests_are_dropped_not_applied(tmp_path, caplog):
+    spool = tmp_path / "control"
+    spool.mkdir(mode=0o700)
+    for n, text in enumerate(BAD_REQUESTS):
+        (spool / f"req-{n:020d}-1.json").write_text(text)
+    (spool / f"req-{len(BAD_REQUESTS):020d}-1.json").write_text('{"op": "add", "ip": "10.0.0.1"}')
+    with caplog.at_level(logging.WARNING, logger="popbsmtp.control"):
+        found = control.pending(str(tmp_path))
+    assert [request for _, request in found] == [{"op": "add", "ip": "10.0.0.1"}]
+    assert len(caplog.records) == len(BAD_REQUESTS)
+    assert all("dropping bad control request" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in spool.iterdir()) == [f"req-{len(BAD_REQUESTS):020d}-1.json"]

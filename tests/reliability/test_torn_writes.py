@@ -55,7 +55,10 @@ def test_kill_during_writes_never_shows_postfix_a_torn_table(pf_tmp, kind, reque
     rng = random.Random(kills)
     log = pf_tmp / "mail.log"
     log.touch()
-    config = write_config(pf_tmp, map=f"{kind}:{pf_tmp}/pbs", grace="1h", poll_interval="1s")
+    # ~1,500 logins/s for minutes: lift max_entries (100,000) so no login is refused.
+    config = write_config(
+        pf_tmp, map=f"{kind}:{pf_tmp}/pbs", grace="1h", poll_interval="1s", max_entries=10**6
+    )
     table = f"{kind}:{pf_tmp}/pbs"
     daemon = Daemon(config).start()
     popbsmtp("add", GRANTED, "--for", "2h", "--config", str(config))
@@ -71,7 +74,7 @@ def test_kill_during_writes_never_shows_postfix_a_torn_table(pf_tmp, kind, reque
             daemon = Daemon(config).start()
         traffic.stop()
         _, fresh, _ = traffic.snapshot()
-        wait_for(lambda: set(fresh) <= map_keys(table), 30, what="catch-up")
+        wait_for(lambda: set(fresh) <= map_keys(table), 120, 0.5, "catch-up")
         assert daemon.stop() == 0
     finally:
         reader.done.set()
