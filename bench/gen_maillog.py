@@ -116,7 +116,9 @@ def client_pool(count: int, rng: random.Random) -> List[str]:
     base6 = int(ipaddress.IPv6Address("2001:db8::"))
     picks = rng.sample(range(1, 1 << 22), count)
     return [
-        str(ipaddress.IPv6Address(base6 + n)) if i % 10 == 9 else str(ipaddress.IPv4Address(base4 + n))
+        str(ipaddress.IPv6Address(base6 + n))
+        if i % 10 == 9
+        else str(ipaddress.IPv4Address(base4 + n))
         for i, n in enumerate(picks)
     ]
 

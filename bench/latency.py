@@ -50,7 +50,11 @@ class LogWriter:
         next_at = time.monotonic()
         while not self.stop.is_set():
             now = time.time()
-            self.append("".join(stamp_text(now, "rfc3339") + " " + self.gen.message() + "\n" for _ in range(10)))
+            self.append(
+                "".join(
+                    stamp_text(now, "rfc3339") + " " + self.gen.message() + "\n" for _ in range(10)
+                )
+            )
             next_at += interval
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -72,8 +76,10 @@ def visible_after(spec: str, ip: str, appended: float, timeout: float) -> Option
 
 def preload(directory: Path, count: int, grace: float) -> None:
     now = time.time()
-    rows = [(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", now + grace, "dovecot", "login")
-            for n in range(1, count + 1)]
+    rows = [
+        (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", now + grace, "dovecot", "login")
+        for n in range(1, count + 1)
+    ]
     (directory / "state").mkdir(mode=0o750)
     StateFile(str(directory / "state")).save(Snapshot(rows, None))
 
@@ -87,14 +93,18 @@ class Scenario:
         self.writer = LogWriter(self.dir / "mail.log")
         self.writer.append("")
         preload(self.dir, args.preload, 3600.0)
-        self.daemon = Daemon(write_config(
+        self.daemon = Daemon(
+            write_config(
                 self.dir, map=self.spec, grace="1h", log_level="info", max_entries=2_000_000
-            ))
+            )
+        )
         self.counter = 0
 
     def next_ip(self) -> str:
         self.counter += 1
-        return f"172.{16 + (self.counter >> 16 & 15)}.{self.counter >> 8 & 255}.{self.counter & 255}"
+        return (
+            f"172.{16 + (self.counter >> 16 & 15)}.{self.counter >> 8 & 255}.{self.counter & 255}"
+        )
 
     def measure(self, before: Callable[[], None] = lambda: None) -> Optional[float]:
         ip = self.next_ip()
@@ -179,7 +189,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--preload", type=int, default=100_000)
     parser.add_argument("--rotations", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=10.0)
-    parser.add_argument("--only", choices=("idle", "busy", "rename", "copytruncate"), action="append")
+    parser.add_argument(
+        "--only", choices=("idle", "busy", "rename", "copytruncate"), action="append"
+    )
     args = parser.parse_args(argv)
     args_preload = args.preload
     wanted = args.only or ["idle", "busy", "rename", "copytruncate"]

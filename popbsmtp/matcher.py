@@ -102,9 +102,9 @@ class Matcher:
         once per needle with ``bytes.find`` (C, memory speed) and only the
         lines around a hit are cut out: the great majority of lines cost no
         Python work at all.  An overlong line is only noticed (and counted)
-        when it is a candidate; any other line yields nothing anyway.
+        when it is a candidate; any other line yields nothing anyway.  Lines
+        are not counted here: the tail that read the block already did.
         """
-        self.stats.lines += block.count(b"\n") + (bool(block) and not block.endswith(b"\n"))
         found = []
         for start, end in self._candidate_lines(block):
             login = self._match_candidate(block[start:end], now)

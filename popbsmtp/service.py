@@ -38,6 +38,10 @@ from popbsmtp.syslog import EnvelopeParser
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 1.0
+# A big table takes a while to snapshot (100k grants ~0.15 s) and the core loop
+# waits meanwhile: save at most this share of the time.  Safe, because the
+# position is saved with the grants: after a crash the log is re-read from it.
+SAVE_SHARE = 0.01
 WINDOW_SLACK = 300.0  # log lines are only nearly in time order
 # What SIGHUP applies to a running daemon; other changed options wait for a restart.
 RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level")
@@ -74,6 +78,7 @@ class Service:
         self.state = StateFile(settings.state_dir)
         self.lock = StateLock(settings.state_dir)
         self._last_save = 0.0
+        self._save_interval = SAVE_INTERVAL
         self._last_now = float("inf")  # the first step checks grants loaded from state
         self._unsaved = False
         self.started = 0.0
@@ -315,14 +320,15 @@ class Service:
     def _next_due(self) -> Optional[float]:
         due = [self.table.next_expiry(), self.keeper.retry_at, self.keeper.flush_at]
         if self._unsaved:
-            due.append(self._last_save + SAVE_INTERVAL)
+            due.append(self._last_save + self._save_interval)
         found = [d for d in due if d is not None]
         return min(found) if found else None
 
     def _save(self, force: bool = False) -> None:
         now = self.clock()
-        if not force and (not self._unsaved or now - self._last_save < SAVE_INTERVAL):
+        if not force and (not self._unsaved or now - self._last_save < self._save_interval):
             return
+        started = time.monotonic()
         snap = Snapshot(self.table.rows(), self.tail.position if hasattr(self, "tail") else None)
         try:
             self.state.save(snap)
@@ -330,6 +336,7 @@ class Service:
             log.error("cannot save state to %s: %s (will retry)", self.state.path, exc)
             return
         self._last_save, self._unsaved = now, False
+        self._save_interval = max(SAVE_INTERVAL, (time.monotonic() - started) / SAVE_SHARE)
 
     def statistics(self) -> Dict[str, object]:
         stats = self.matcher.stats

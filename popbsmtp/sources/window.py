@@ -43,11 +43,13 @@ def window_start(fd: int, stamp: Stamp, cutoff: float) -> int:
     return _scan(fd, low, size, stamp, cutoff)
 
 
-def _stamped_line_after(fd: int, offset: int, limit: int, stamp: Stamp) -> Optional[Tuple[int, float]]:
+def _stamped_line_after(
+    fd: int, offset: int, limit: int, stamp: Stamp
+) -> Optional[Tuple[int, float]]:
     """(start, time) of the first stamped line starting after ``offset``, before ``limit``."""
     data = os.pread(fd, PROBE, offset)
     pos = data.find(b"\n") + 1
-    while 0 < pos and offset + pos < limit:
+    while pos > 0 and offset + pos < limit:
         end = data.find(b"\n", pos)
         if end < 0:
             return None  # no complete stamped line in the probe: treat as young

@@ -1,4 +1,4 @@
-"""Matcher.match_block() finds exactly what match() finds line by line, from any profile's needles."""
+"""Matcher.match_block() finds what match() finds line by line, from any profile's needles."""
 
 import time
 
@@ -42,7 +42,6 @@ def test_block_and_line_by_line_agree_on_every_example():
     found = matcher.match_block(b"\n".join(lines) + b"\n", NOW)
     assert found == expected
     assert len(found) >= len(example_lines())  # every positive example, twice
-    assert matcher.stats.lines == len(lines)
 
 
 def test_blocks_split_anywhere_on_line_boundaries_agree():
@@ -69,7 +68,6 @@ def test_last_line_without_newline_is_still_a_line():
     line = next(e.line for e in dovecot.examples if e.ip).encode()
     matcher = Matcher([dovecot])
     assert len(matcher.match_block(NOISE[0] + b"\n" + line, NOW)) == 1
-    assert matcher.stats.lines == 2
 
 
 def test_needles_containing_another_are_not_searched_twice():

@@ -1,4 +1,4 @@
-"""FileTail.read_blocks(): whole blocks of complete lines, a budget per call, same lines as read()."""
+"""FileTail.read_blocks(): blocks of complete lines, a budget per call, same lines as read()."""
 
 import os
 

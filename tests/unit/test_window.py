@@ -70,8 +70,7 @@ def test_unstamped_lines_are_stepped_over_not_skipped_when_young(tmp_path):
             first = handle.readline()
         # just after the last old stamped line: its unstamped follower is kept
         assert first == b"-- continuation without a stamp --\n"
-        handle_lines = open(path, "rb").read()[offset:].split(b"\n")
-        assert handle_lines[1] == b"2500 stamped"
+        assert path.read_bytes()[offset:].split(b"\n")[1] == b"2500 stamped"
     finally:
         os.close(fd)
 
