@@ -102,7 +102,7 @@ class Daemon:
     test left running (tests stop what they start).
     """
 
-    started: "list[Daemon]" = []
+    started: list[Daemon] = []
 
     def __init__(self, config: Path, *extra: str) -> None:
         self.config = config

@@ -63,7 +63,12 @@ class TailStats:
 
 
 class FileTail:
-    """A followed file; not thread-safe (the core loop owns it)."""
+    """A followed file; not thread-safe (the core loop owns it).
+
+    ``position`` is where to resume; without one, ``initial_offset(fd)``
+    (if given) says where in the file first opened to start, e.g. the start
+    of the last grace window (:mod:`popbsmtp.sources.window`).
+    """
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +37,8 @@ def long_run(config) -> bool:
 def fresh_ip(n: int) -> str:
     """The n-th login address: IPv4 from 10/8, every 7th one IPv6."""
     if n % 7 == 3:
-        return f"2001:db8::{n:x}"
+        packed = ipaddress.IPv6Address((0x20010DB8 << 96) + n).packed
+        return socket.inet_ntop(socket.AF_INET6, packed)  # smtpd's key form
     return str(ipaddress.IPv4Address(0x0A000001 + n))
 
 

@@ -21,6 +21,12 @@ def in_map(tmp, ip, table="pbs") -> bool:
     return ip in map_keys(f"lmdb:{tmp}/{table}")
 
 
+def failures(daemon) -> list:
+    """When the daemon logged a failed table write (seconds of the day)."""
+    stamps = re.findall(r" (\d\d):(\d\d):(\d\d),(\d{3}) .*ERROR: .*\(retrying\)", daemon.log())
+    return [int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in stamps]
+
+
 def test_map_directory_not_writable(pf_tmp):
     maps = pf_tmp / "maps"
     maps.mkdir(mode=0o755)
@@ -34,9 +40,11 @@ def test_map_directory_not_writable(pf_tmp):
         os.unlink(maps / "pbs.lmdb")  # the table must be re-created, and cannot be
         append(log, dovecot_login("192.0.2.2"))
         daemon.wait_log("granted 192.0.2.2")  # tailing goes on during the fault
-        daemon.wait_log("Permission denied")
+        wait_for(lambda: len(failures(daemon)) >= 3, 15, what="three attempts")
         text = daemon.log()
         assert re.search(rf"{maps}/\S*: .*Permission denied.*\(retrying\)", text), text
+        first, second, third = failures(daemon)[:3]
+        assert 0.9 < second - first < 1.5 and 1.9 < third - second < 2.5, "no backoff"
         assert daemon.alive()
         maps.chmod(0o755)
         wait_for(lambda: (maps / "pbs.lmdb").exists(), 20, what="table re-created")
