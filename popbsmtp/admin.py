@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Tuple
 
 from popbsmtp import control
 from popbsmtp.config import Settings
+from popbsmtp.control import apply_request
 from popbsmtp.errors import PopbsmtpError
 from popbsmtp.grants import GrantTable
 from popbsmtp.mapping import writer_for
-from popbsmtp.service import apply_request
 from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
 
 WAIT = 5.0

@@ -16,7 +16,10 @@ import os
 import stat
 import tempfile
 import time
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+
+if TYPE_CHECKING:
+    from popbsmtp.grants import GrantTable
 
 from popbsmtp.addresses import postfix_key
 from popbsmtp.errors import StartupError
@@ -24,6 +27,7 @@ from popbsmtp.errors import StartupError
 log = logging.getLogger(__name__)
 
 OPS = ("add", "remove", "flush", "save")
+MANUAL = "manual"  # the profile name of grants made by `popbsmtp add`
 
 
 def spool_dir(state_dir: str) -> str:
@@ -112,3 +116,19 @@ def _check_owner(info: os.stat_result) -> None:
 def done(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def apply_request(table: GrantTable, request: dict, now: float, grace: float) -> None:
+    """Apply one add/remove/flush request to the table (daemon or offline tool)."""
+    op = request["op"]
+    if op == "add":
+        expires = now + float(request.get("grace") or grace)
+        table.remove(request["ip"])
+        table.grant(request["ip"], expires, MANUAL, "add")
+        log.info("added %s by request until %s", request["ip"], time.ctime(expires))
+    elif op == "remove":
+        if table.remove(request["ip"]):
+            log.info("removed %s by request", request["ip"])
+    elif op == "flush":
+        log.info("flushed %d clients by request", table.clear())
+    # "save" only asks for a fresh snapshot (popbsmtp list), which every request gets

@@ -10,17 +10,16 @@ caller daemonizes *before* constructing a Service.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import threading
 import time
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Optional
 
 from popbsmtp import control, logsetup, notify
 from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.config import Settings
+from popbsmtp.control import MANUAL, apply_request
 from popbsmtp.errors import MapError, PopbsmtpError, StartupError
 from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
@@ -29,6 +28,7 @@ from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGIN, LOGOUT, select
 from popbsmtp.reaper import Reaper
 from popbsmtp.sessions import SessionTracker
+from popbsmtp.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import window_start
@@ -122,7 +122,7 @@ class Service:
             },
         )
         self.reaper = Reaper(self.wake, poll_interval=self.settings.poll_interval, clock=self.clock)
-        with _signals_to_main_thread():
+        with signals_to_main_thread():
             self.watcher.start()
             self.reaper.start()
         self.step()  # catch up with the log and queued requests; reconciles the map
@@ -138,7 +138,8 @@ class Service:
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
         self.start()
-        self._waker = SignalWaker(self.wake)
+        with signals_to_main_thread():
+            self._waker = SignalWaker(self.wake)
         try:
             if on_ready:
                 on_ready()
@@ -276,6 +277,8 @@ class Service:
         starting = self._last_now == float("inf")
         capped = 0
         for grant in self.table:
+            if starting and grant.profile == MANUAL:
+                continue  # `popbsmtp add --for` set its length, not grace
             held = Login(now, grant.ip, grant.ip, grant.profile, grant.rule, LOGIN)
             window = self.settings.grace if starting else self.sessions.window(held)
             if grant.expires > now + window:
@@ -350,67 +353,6 @@ class Service:
             "map_writes": self.keeper.writes,
             "last_error": self.keeper.last_error or self.tail.stats.last_error,
         }
-
-
-class SignalWaker:
-    """Wakes the loop from a signal handler without taking a lock there.
-
-    A handler runs in the main thread, which may at that moment hold the
-    (non-reentrant) lock inside ``wake`` (in ``wait``/``clear``): calling
-    ``wake.set()`` from the handler would deadlock.  The handler writes a byte
-    to a pipe instead, and this thread sets ``wake``.
-    """
-
-    def __init__(self, wake: threading.Event) -> None:
-        self.wake = wake
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-        self._thread = threading.Thread(target=self._relay, name="signal-waker", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        # A full pipe means a wake is pending anyway; a closed one, that we stopped.
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"!")
-
-    def _relay(self) -> None:
-        while os.read(self._read, 512):
-            self.wake.set()
-        os.close(self._read)
-
-    def close(self) -> None:
-        os.close(self._write)  # the relay thread reads EOF and ends
-        self._thread.join(timeout=5)
-
-
-@contextlib.contextmanager
-def _signals_to_main_thread() -> Iterator[None]:
-    """Start helper threads with our signals blocked, so the kernel delivers
-    them to the main thread: a blocking call there (a Postfix lock wait) is
-    then interrupted and the handler runs at once, not at the next bytecode.
-    """
-    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def apply_request(table: GrantTable, request: dict, now: float, grace: float) -> None:
-    """Apply one add/remove/flush request to the table (daemon or offline tool)."""
-    op = request["op"]
-    if op == "add":
-        expires = now + float(request.get("grace") or grace)
-        table.remove(request["ip"])
-        table.grant(request["ip"], expires, "manual", "add")
-        log.info("added %s by request until %s", request["ip"], time.ctime(expires))
-    elif op == "remove":
-        if table.remove(request["ip"]):
-            log.info("removed %s by request", request["ip"])
-    elif op == "flush":
-        log.info("flushed %d clients by request", table.clear())
-    # "save" only asks for a fresh snapshot (popbsmtp list), which every request gets
 
 
 __all__ = ["Service", "apply_request", "build_matcher", "MapError"]

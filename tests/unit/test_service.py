@@ -107,3 +107,19 @@ def test_reaper_wakes_the_loop_at_the_due_time():
     finally:
         reaper.stop()
         reaper.join(5)
+
+
+def test_manual_grants_keep_their_own_length_across_restart(tmp_path):
+    from popbsmtp.control import apply_request
+
+    clock = Clock(time.time())
+    svc = service(tmp_path, clock)
+    apply_request(svc.table, {"op": "add", "ip": "192.0.2.50", "grace": 3600}, clock.now, 60)
+    apply_request(svc.table, {"op": "add", "ip": "192.0.2.51"}, clock.now, 60)
+    svc.shutdown()
+    again = service(tmp_path, clock)
+    try:
+        assert again.table.get("192.0.2.50").expires == pytest.approx(clock.now + 3600)
+        assert again.table.get("192.0.2.51").expires == pytest.approx(clock.now + 60)
+    finally:
+        again.shutdown()

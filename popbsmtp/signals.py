@@ -1,0 +1,59 @@
+"""Signals reach the daemon's core loop safely.
+
+Handlers only set flags and poke a pipe; helper threads are started with our
+signals blocked so the kernel delivers them to the main thread.  Nothing here
+decides what a signal means (that is cli.py and service.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from typing import Iterator
+
+
+class SignalWaker:
+    """Wakes the loop from a signal handler without taking a lock there.
+
+    A handler runs in the main thread, which may at that moment hold the
+    (non-reentrant) lock inside ``wake`` (in ``wait``/``clear``): calling
+    ``wake.set()`` from the handler would deadlock.  The handler writes a byte
+    to a pipe instead, and this thread sets ``wake``.
+    """
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._thread = threading.Thread(target=self._relay, name="signal-waker", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        # A full pipe means a wake is pending anyway; a closed one, that we stopped.
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"!")
+
+    def _relay(self) -> None:
+        while os.read(self._read, 512):
+            self.wake.set()
+        os.close(self._read)
+
+    def close(self) -> None:
+        os.close(self._write)  # the relay thread reads EOF and ends
+        self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def signals_to_main_thread() -> Iterator[None]:
+    """Start helper threads with our signals blocked, so the kernel delivers
+    them to the main thread: a blocking call there (a Postfix lock wait) is
+    then interrupted and the handler runs at once, not at the next bytecode.
+    """
+    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
