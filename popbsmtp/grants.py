@@ -4,13 +4,17 @@ This is the truth the Postfix map is projected from.  It records its own
 pending changes (keys to add to / delete from the map) so the writer only
 touches what changed, and keeps a heap of expiry times so the reaper knows
 exactly when the next entry falls due.  It does not read logs or write maps.
+
+Compact on purpose (100,000 grants must fit in a few MiB): per address one
+float in ``_expires`` and one small int in ``_who`` (an index into the
+table's short list of (profile, rule) pairs), no object per grant.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.matcher import Login
@@ -18,16 +22,16 @@ from popbsmtp.matcher import Login
 log = logging.getLogger(__name__)
 
 
-class Grant:
-    """One authorized address; ``__slots__`` keeps 100k of them small."""
+class Grant(NamedTuple):
+    """One authorized address, as :meth:`GrantTable.get` and iteration show it.
 
-    __slots__ = ("ip", "expires", "profile", "rule")
+    A snapshot made on demand: the table itself keeps no object per grant.
+    """
 
-    def __init__(self, ip: str, expires: float, profile: str, rule: str) -> None:
-        self.ip = ip
-        self.expires = expires
-        self.profile = profile
-        self.rule = rule
+    ip: str
+    expires: float
+    profile: str
+    rule: str
 
     def as_row(self) -> Tuple[str, float, str, str]:
         return (self.ip, self.expires, self.profile, self.rule)
@@ -52,7 +56,10 @@ class GrantTable:
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
-        self._grants: Dict[str, Grant] = {}
+        self._expires: Dict[str, float] = {}
+        self._who: Dict[str, int] = {}  # index into _rules
+        self._rules: List[Tuple[str, str]] = []
+        self._rule_ids: Dict[Tuple[str, str], int] = {}
         self._heap: List[Tuple[float, str]] = []
         self._added: Set[str] = set()
         self._removed: Set[str] = set()
@@ -60,31 +67,43 @@ class GrantTable:
         self._full_streak = 0  # refusals since the table last had room (log throttling)
 
     def __len__(self) -> int:
-        return len(self._grants)
+        return len(self._expires)
 
     def __contains__(self, ip: str) -> bool:
-        return ip in self._grants
+        return ip in self._expires
 
     def __iter__(self) -> Iterator[Grant]:
-        return iter(list(self._grants.values()))
+        return iter([self._view(ip, expires) for ip, expires in self._expires.items()])
 
     def get(self, ip: str) -> Optional[Grant]:
-        return self._grants.get(ip)
+        expires = self._expires.get(ip)
+        return None if expires is None else self._view(ip, expires)
+
+    def _view(self, ip: str, expires: float) -> Grant:
+        return Grant(ip, expires, *self._rules[self._who[ip]])
+
+    def _rule_id(self, profile: str, rule: str) -> int:
+        found = self._rule_ids.get((profile, rule))
+        if found is None:
+            found = self._rule_ids[(profile, rule)] = len(self._rules)
+            self._rules.append((profile, rule))
+        return found
 
     def grant(self, ip: str, expires: float, profile: str, rule: str) -> bool:
         """Add or extend a grant; never shortens one.  False when refused (full)."""
-        current = self._grants.get(ip)
+        current = self._expires.get(ip)
         if current is not None:
-            if expires > current.expires:
-                current.expires = expires
-                current.profile, current.rule = profile, rule
+            if expires > current:
+                self._expires[ip] = expires
+                self._who[ip] = self._rule_id(profile, rule)
                 heapq.heappush(self._heap, (expires, ip))
             return True
-        if len(self._grants) >= self.max_entries:
+        if len(self._expires) >= self.max_entries:
             self._refuse_full(ip)
             return False
         self._full_streak = 0
-        self._grants[ip] = Grant(ip, expires, profile, rule)
+        self._expires[ip] = expires
+        self._who[ip] = self._rule_id(profile, rule)
         heapq.heappush(self._heap, (expires, ip))
         self._note(ip, added=True)
         return True
@@ -104,14 +123,15 @@ class GrantTable:
             log.warning("grant table still full: %d logins refused so far, latest %s", streak, ip)
 
     def remove(self, ip: str) -> bool:
-        if self._grants.pop(ip, None) is None:
+        if self._expires.pop(ip, None) is None:
             return False
+        del self._who[ip]
         self._note(ip, added=False)
         return True
 
     def clear(self) -> int:
-        count = len(self._grants)
-        for ip in list(self._grants):
+        count = len(self._expires)
+        for ip in list(self._expires):
             self.remove(ip)
         self._heap.clear()
         return count
@@ -122,10 +142,8 @@ class GrantTable:
         heap = self._heap
         while heap and heap[0][0] <= now:
             expires, ip = heapq.heappop(heap)
-            grant = self._grants.get(ip)
-            if grant is not None and grant.expires == expires:
-                del self._grants[ip]
-                self._note(ip, added=False)
+            if self._expires.get(ip) == expires:
+                self.remove(ip)
                 gone.append(ip)
         return gone
 
@@ -134,8 +152,7 @@ class GrantTable:
         heap = self._heap
         while heap:
             expires, ip = heap[0]
-            grant = self._grants.get(ip)
-            if grant is not None and grant.expires == expires:
+            if self._expires.get(ip) == expires:
                 return expires
             heapq.heappop(heap)
         return None
@@ -155,7 +172,7 @@ class GrantTable:
         return added, removed
 
     def keys(self) -> Set[str]:
-        return set(self._grants)
+        return set(self._expires)
 
     def rows(self) -> List[Tuple[str, float, str, str]]:
-        return [g.as_row() for g in self._grants.values()]
+        return [self._view(ip, expires).as_row() for ip, expires in self._expires.items()]

@@ -19,14 +19,21 @@ it never shortens a grant it did not set itself (a manual ``add`` or a
 longer grant from another rule stays as it is).  Open sessions are not part
 of the saved state: after a restart the service caps restored grants to
 ``grace`` (fail closed), and a still-open session needs a new login.
+
+Memory and time: an open session is one dict entry (a short string key, a
+tuple of the address and start times) and one heap entry; sessions older
+than ``max_session`` leave through the heap, so the work per login is
+O(log n) however many sessions are open.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login
@@ -34,14 +41,14 @@ from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, Profile, registry
 
 log = logging.getLogger(__name__)
 
-Key = Tuple[str, str, str]  # (profile, kind, id): kind is "ip", "session" or "pid"
+# "profile\0kind\0id" (kind "ip", "session" or "pid"): one string, not a tuple
+# of three, because 100,000 open sessions each keep one.
+Key = str
+# An open session: (address, start, start, ...); kind "ip" can hold several.
+Entry = Tuple[Any, ...]
+# Stale queue entries (sessions closed by their logout) are dropped by a
+# rebuild once they outnumber the open sessions by this many.
 PRUNE_EVERY = 1000
-
-
-@dataclass
-class _Open:
-    ip: str
-    starts: List[float] = field(default_factory=list)  # one per open session (kind "ip": many)
 
 
 @dataclass
@@ -66,12 +73,17 @@ class SessionTracker:
         self._kinds: Dict[Tuple[str, str], str] = {}
         for profile in profiles if profiles is not None else registry().values():
             self._learn(profile)
-        self._open: Dict[Key, _Open] = {}
-        self._by_ip: Dict[str, Set[Key]] = {}
+        self._open: Dict[Key, Entry] = {}
+        self._by_ip: Dict[str, Union[Key, Set[Key]]] = {}  # one key, or a set when several
+        # Every session opened, in log order (two deques: 16 bytes a session,
+        # not a tuple); log order is start order up to clock skew between hosts,
+        # which at worst delays forgetting a session by that skew.
+        self._order: Deque[Key] = deque()
+        self._starts: Deque[float] = deque()
         self._held: Dict[str, float] = {}  # expiry this tracker set, per address
         self._floor: Dict[str, float] = {}  # untracked grants seen while sessions were open
         self._connects: Dict[Tuple[str, str], Tuple[Login, float]] = {}
-        self._calls = 0
+        self._connect_heap: List[Tuple[float, str, str]] = []
 
     def _learn(self, profile: Profile) -> None:
         ends = {r.session for r in profile.rules if r.event == LOGOUT and r.session}
@@ -86,6 +98,7 @@ class SessionTracker:
         if login.event == CONNECT:
             if login.session is not None:
                 self._connects[(login.profile, login.session)] = (login, login.time)
+                heapq.heappush(self._connect_heap, (login.time, login.profile, login.session))
                 self._tick(login.time)
             return None
         if login.event == AUTH:
@@ -115,19 +128,22 @@ class SessionTracker:
         start = min(login.time, now)
         key = self._key(login)
         if key is None:
-            if self._by_ip.get(login.ip):
+            if login.ip in self._by_ip:
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
             return start + self.grace
         self._tick(now)
         entry = self._open.get(key)
-        if entry is not None and key[1] != "ip":
+        if entry is not None and self._kinds[(login.profile, login.rule)] != "ip":
             # A reused process (Cyrus) or id: the previous session ended here.
-            self._settle(self._close(key, entry, start), start, table, login)
+            self._settle(self._close(key, entry), start, table, login)
             entry = None
         if entry is None:
-            entry = self._open[key] = _Open(login.ip)
-            self._by_ip.setdefault(login.ip, set()).add(key)
-        entry.starts.append(start)
+            self._open[key] = (login.ip, start)
+            self._index(login.ip, key)
+        else:
+            self._open[key] = entry + (start,)
+        self._order.append(key)
+        self._starts.append(start)
         self.stats.opened += 1
         hold = start + self.max_session
         self._held[login.ip] = max(self._held.get(login.ip, 0.0), hold)
@@ -141,7 +157,7 @@ class SessionTracker:
             self.stats.unknown_logouts += 1
             return None
         ended = min(login.time, now)
-        ip = self._close(key, entry, ended)
+        ip = self._close(key, entry)
         self._settle(ip, ended, table, login)
         return ip
 
@@ -150,25 +166,46 @@ class SessionTracker:
         if kind is None:
             return None
         ident = login.ip if kind == "ip" else login.session
-        return None if ident is None else (login.profile, kind, ident)
+        return None if ident is None else f"{login.profile}\0{kind}\0{ident}"
 
-    def _close(self, key: Key, entry: _Open, _ended: float) -> str:
-        entry.starts.pop(0)
+    def _index(self, ip: str, key: Key) -> None:
+        keys = self._by_ip.get(ip)
+        if keys is None:
+            self._by_ip[ip] = key
+        elif isinstance(keys, set):
+            keys.add(key)
+        elif keys != key:
+            self._by_ip[ip] = {keys, key}
+
+    def _keys_of(self, ip: str) -> Tuple[Key, ...]:
+        keys = self._by_ip.get(ip)
+        if keys is None:
+            return ()
+        return tuple(keys) if isinstance(keys, set) else (keys,)
+
+    def _close(self, key: Key, entry: Entry) -> str:
+        """End the oldest session of ``key``; return its address."""
+        ip = str(entry[0])
         self.stats.closed += 1
-        if not entry.starts:
-            del self._open[key]
-            keys = self._by_ip.get(entry.ip, set())
+        if len(entry) > 2:
+            self._open[key] = (ip,) + entry[2:]
+            return ip
+        del self._open[key]
+        keys = self._by_ip.get(ip)
+        if isinstance(keys, set):
             keys.discard(key)
-            if not keys:
-                self._by_ip.pop(entry.ip, None)
-        return entry.ip
+            if len(keys) == 1:
+                self._by_ip[ip] = next(iter(keys))
+        elif keys == key:
+            del self._by_ip[ip]
+        return ip
 
     def _settle(self, ip: str, ended: float, table: GrantTable, login: Login) -> None:
         """Set ``ip``'s grant to what its remaining sessions and grace need."""
         target = max(ended + self.grace, self._floor.get(ip, 0.0), self._hold_of(ip))
         grant = table.get(ip)
         held = self._held.get(ip)
-        if not self._by_ip.get(ip):
+        if ip not in self._by_ip:
             self._held.pop(ip, None)
             self._floor.pop(ip, None)
         else:
@@ -180,25 +217,39 @@ class SessionTracker:
         table.grant(ip, target, login.profile, login.rule)
 
     def _hold_of(self, ip: str) -> float:
-        starts = [s for key in self._by_ip.get(ip, ()) for s in self._open[key].starts]
+        starts = [s for key in self._keys_of(ip) for s in self._open[key][1:]]
         return max(starts) + self.max_session if starts else 0.0
 
     def _tick(self, now: float) -> None:
         """Forget sessions and connects older than ``max_session`` (bounded memory)."""
-        self._calls += 1
-        if self._calls % PRUNE_EVERY:
-            return
         limit = now - self.max_session
-        for key, entry in list(self._open.items()):
-            while entry.starts and entry.starts[0] <= limit:
+        order, starts = self._order, self._starts
+        while starts and starts[0] <= limit:
+            key, _ = order.popleft(), starts.popleft()
+            entry = self._open.get(key)
+            if entry is not None and entry[1] <= limit:  # else closed by its logout
                 self.stats.expired += 1
-                self._close(key, entry, limit)
-        for ip in [ip for ip in self._held if not self._by_ip.get(ip)]:
-            self._held.pop(ip, None)
-            self._floor.pop(ip, None)
-        for pid, (_, when) in list(self._connects.items()):
-            if when <= limit:
-                del self._connects[pid]
+                ip = self._close(key, entry)
+                if ip not in self._by_ip:
+                    self._held.pop(ip, None)
+                    self._floor.pop(ip, None)
+        if len(order) > 2 * len(self._open) + PRUNE_EVERY:
+            self._compact()
+        self._expire_connects(limit)
+
+    def _compact(self) -> None:
+        """Rebuild the queue from the open sessions: drops entries of closed ones."""
+        pairs = sorted((s, key) for key, entry in self._open.items() for s in entry[1:])
+        self._order = deque(key for _, key in pairs)
+        self._starts = deque(s for s, _ in pairs)
+
+    def _expire_connects(self, limit: float) -> None:
+        heap = self._connect_heap
+        while heap and heap[0][0] <= limit:
+            _, profile, session = heapq.heappop(heap)
+            found = self._connects.get((profile, session))
+            if found is not None and found[1] <= limit:
+                del self._connects[(profile, session)]
 
     def open_sessions(self) -> int:
-        return sum(len(entry.starts) for entry in self._open.values())
+        return sum(len(entry) - 1 for entry in self._open.values())

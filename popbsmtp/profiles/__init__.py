@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from popbsmtp.errors import ConfigError
+from popbsmtp.syslog import INVENTED_PROGRAMS
 
 LOGIN = "login"
 LOGOUT = "logout"
@@ -43,8 +44,13 @@ class Rule:
     """One line shape of one server.
 
     ``programs`` are syslog tags the rule applies to (``prog`` in
-    ``prog[pid]:``); ``needle`` is a literal every matching message contains,
-    used by the prefilter before any regex runs.  ``session`` names how a
+    ``prog[pid]:``); ``needle`` is a literal every matching *raw line*
+    contains, searched for by the prefilter before any envelope is parsed: a
+    literal of the pattern, or one every program name contains (syslog
+    copies the tag into the line verbatim; not for the programs the envelope
+    parser invents for servers' own log files).  Choose it rare in Postfix's
+    own lines and shared with other rules: every distinct needle is one more
+    pass over each block.  ``session`` names how a
     logout is tied to its login: ``"ip"`` when the logout line carries the
     address, ``"session"`` when it carries a ``(?P<session>…)`` group,
     ``"pid"`` when the syslog pid is the only link.  ``pid`` is a shape
@@ -73,12 +79,21 @@ class Rule:
             raise ValueError(f"rule {self.name}: event must be one of {', '.join(EVENTS)}")
         if self.session not in (None, "ip", "session", "pid"):
             raise ValueError(f"rule {self.name}: session must be ip, session or pid")
-        if self.needle not in self.pattern.replace("\\", ""):
-            raise ValueError(f"rule {self.name}: needle {self.needle!r} is not in the pattern")
+        if not _needle_fits(self):
+            raise ValueError(
+                f"rule {self.name}: needle {self.needle!r} is neither in the pattern"
+                " nor in every program name"
+            )
 
     def accepts_pid(self, pid: Optional[int]) -> bool:
         """The tag shape check: does a line with this syslog pid fit the rule?"""
         return self.pid is None or self.pid == (pid is not None)
+
+
+def _needle_fits(rule: Rule) -> bool:
+    if rule.needle in rule.pattern.replace("\\", ""):
+        return True
+    return all(rule.needle in p and p not in INVENTED_PROGRAMS for p in rule.programs)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ PROFILE = Profile(
             programs=("AppleMailServer",),
             pattern=r"(?:[A-Za-z0-9_.:+-]{1,64} )?(?:IMAP|POP3?) User \"{user}\" "
             r"log on successful from {ip}",
-            needle=" log on successful from ",
+            needle="log",
             event=LOGIN,
         ),
     ),

@@ -41,7 +41,7 @@ PROFILE = Profile(
             programs=_PROGRAMS,
             pattern=r"LOGIN, user={user}, ip=\[{ip}\](?:" + _PORT + r")?"
             r"(?:, protocol=[A-Z0-9]{1,16})?",
-            needle="LOGIN, user=",
+            needle="user=",
             event=LOGIN,
             session="ip",
             pid=False,
@@ -53,7 +53,7 @@ PROFILE = Profile(
             + _PORT
             + r")?"
             + _COUNTERS,
-            needle=", user=",
+            needle="user=",
             event=LOGOUT,
             session="ip",
             pid=False,

@@ -33,7 +33,7 @@ PROFILE = Profile(
             + r" \("
             + _N
             + r"\)",
-            needle="), ",
+            needle="pop",
             event=LOGIN,
             pid=True,
         ),

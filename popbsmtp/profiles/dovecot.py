@@ -51,7 +51,7 @@ PROFILE = Profile(
             name="login",
             programs=("dovecot",),
             pattern=SERVICES + r"-login: (?:Info: )?Login: user=<{user}>" + _LOGIN_TAIL,
-            needle="-login: ",
+            needle="log",
             event=LOGIN,
             session="session",
         ),
@@ -64,7 +64,7 @@ PROFILE = Profile(
             + r">: (?:Info: )?"
             + _ENDS
             + r".{0,1024}",
-            needle=">: ",
+            needle=")<",
             event=LOGOUT,
             session="session",
         ),

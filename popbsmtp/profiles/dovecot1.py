@@ -25,14 +25,14 @@ PROFILE = Profile(
             pattern=r"(?:pop3|imap)-login: (?:Info: )?Login: user=<{user}>, "
             r"method=[A-Za-z0-9_-]{1,32}, rip={ip}, lip=[0-9A-Fa-f:.]{2,45}"
             r"(?:, mpid=[0-9]{1,10})?(?:, (?:TLS|secured))?",
-            needle="-login: ",
+            needle="log",
             event=LOGIN,
         ),
         Rule(
             name="login-1.0",
             programs=("dovecot",),
             pattern=r"(?:pop3|imap)-login: (?:Info: )?Login: {user} \[{ip}\]",
-            needle="-login: ",
+            needle="log",
             event=LOGIN,
         ),
     ),

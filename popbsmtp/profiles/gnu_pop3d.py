@@ -26,7 +26,7 @@ PROFILE = Profile(
             name="login",
             programs=("gnu-pop3d", "pop3d"),
             pattern=r"User {user} logged in with mailbox ['`][^\n]{0,1024}' from {ip}",
-            needle=" logged in with mailbox ",
+            needle="log",
             event=LOGIN,
             pid=True,
         ),

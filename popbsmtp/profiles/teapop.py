@@ -19,7 +19,7 @@ PROFILE = Profile(
             name="login",
             programs=("teapop",),
             pattern=r"Successful login for {user} \[{ip}\]",
-            needle="Successful login for ",
+            needle="log",
             event=LOGIN,
             pid=True,
         ),
