@@ -94,7 +94,13 @@ class Service:
             )
         snap = self.state.load()
         now = self.clock()
+        # A clock that went back while we were stopped would lengthen every
+        # grant by the jump: shift manual ones back by it (the others are
+        # capped to grace in the first step anyway).
+        shift = min(0.0, now - snap.saved) if snap.saved is not None else 0.0
         for ip, expires, profile, rule in snap.grants:
+            if profile == MANUAL:
+                expires += shift
             if expires > now:
                 self.table.grant(ip, expires, profile, rule)
         self.table.take_changes()
@@ -332,7 +338,9 @@ class Service:
         if not force and (not self._unsaved or now - self._last_save < self._save_interval):
             return
         started = time.monotonic()
-        snap = Snapshot(self.table.rows(), self.tail.position if hasattr(self, "tail") else None)
+        snap = Snapshot(
+            self.table.rows(), self.tail.position if hasattr(self, "tail") else None, saved=now
+        )
         try:
             self.state.save(snap)
         except OSError as exc:

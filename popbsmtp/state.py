@@ -37,6 +37,7 @@ class Snapshot:
     grants: List[Row] = field(default_factory=list)
     position: Optional[Position] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    saved: Optional[float] = None  # the daemon's clock when written (clock jumps)
 
 
 def ensure_dir(path: str) -> None:
@@ -91,7 +92,7 @@ class StateFile:
         """Write atomically; raises OSError (the caller logs and retries)."""
         data = {
             "version": VERSION,
-            "saved": time.time(),
+            "saved": time.time() if snap.saved is None else snap.saved,
             "position": snap.position.to_json() if snap.position else None,
             "grants": snap.grants,
             **snap.extra,
@@ -120,7 +121,8 @@ def _snapshot(data: Dict[str, Any]) -> Snapshot:
             raise ValueError(f"{ip!r} is not a client address key")
     position = Position.from_json(data["position"]) if data.get("position") else None
     extra = {k: v for k, v in data.items() if k not in ("version", "saved", "grants", "position")}
-    return Snapshot(grants, position, extra)
+    saved = data.get("saved")
+    return Snapshot(grants, position, extra, float(saved) if saved is not None else None)
 
 
 def _fsync_dir(path: str) -> None:

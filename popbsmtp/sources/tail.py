@@ -231,7 +231,12 @@ class FileTail:
         try:
             at_path = os.stat(self.path)
         except FileNotFoundError:
-            return  # removed or renamed; keep the fd until a new file appears
+            # Removed or renamed: keep reading the fd until a new file appears.
+            if not self.stats.waiting:
+                # info, not warning: a rename rotation passes through here too
+                log.info("%s is gone (rotated or removed); waiting for a new one", self.path)
+                self.stats.waiting = True
+            return
         except OSError as exc:
             self._error(f"cannot stat {self.path}: {exc.strerror}")
             return

@@ -84,13 +84,15 @@ def test_truncate_and_refill_beyond_offset_is_detected_by_head(tmp_path):
     assert tail.stats.truncations == 1
 
 
-def test_delete_then_late_recreate(tmp_path):
+def test_delete_then_late_recreate(tmp_path, caplog):
+    caplog.set_level("INFO")
     log = tmp_path / "mail.log"
     append(log, b"a\n")
     tail = FileTail(str(log))
     assert tail.read() == [b"a"]
     os.unlink(log)
     assert tail.read() == []
+    assert f"{log} is gone (rotated or removed)" in caplog.text
     append(log, b"b\n")
     assert tail.read() == [b"b"]
 
