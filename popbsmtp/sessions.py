@@ -80,7 +80,7 @@ class SessionTracker:
         # which at worst delays forgetting a session by that skew.
         self._order: Deque[Key] = deque()
         self._starts: Deque[float] = deque()
-        self._held: Dict[str, float] = {}  # expiry this tracker set, per address
+        self._count = 0  # open sessions (several per key of kind "ip")
         self._floor: Dict[str, float] = {}  # untracked grants seen while sessions were open
         self._connects: Dict[Tuple[str, str], Tuple[Login, float]] = {}
         self._connect_heap: List[Tuple[float, str, str]] = []
@@ -135,7 +135,7 @@ class SessionTracker:
         entry = self._open.get(key)
         if entry is not None and self._kinds[(login.profile, login.rule)] != "ip":
             # A reused process (Cyrus) or id: the previous session ended here.
-            self._settle(self._close(key, entry), start, table, login)
+            self._end(key, entry, start, table, login)
             entry = None
         if entry is None:
             self._open[key] = (login.ip, start)
@@ -145,9 +145,8 @@ class SessionTracker:
         self._order.append(key)
         self._starts.append(start)
         self.stats.opened += 1
-        hold = start + self.max_session
-        self._held[login.ip] = max(self._held.get(login.ip, 0.0), hold)
-        return hold
+        self._count += 1
+        return start + self.max_session
 
     def logout(self, login: Login, now: float, table: GrantTable) -> Optional[str]:
         """Close the session ``login`` ends; return the address whose grace started."""
@@ -156,10 +155,7 @@ class SessionTracker:
         if key is None or entry is None:
             self.stats.unknown_logouts += 1
             return None
-        ended = min(login.time, now)
-        ip = self._close(key, entry)
-        self._settle(ip, ended, table, login)
-        return ip
+        return self._end(key, entry, min(login.time, now), table, login)
 
     def _key(self, login: Login) -> Optional[Key]:
         kind = self._kinds.get((login.profile, login.rule))
@@ -187,6 +183,7 @@ class SessionTracker:
         """End the oldest session of ``key``; return its address."""
         ip = str(entry[0])
         self.stats.closed += 1
+        self._count -= 1
         if len(entry) > 2:
             self._open[key] = (ip,) + entry[2:]
             return ip
@@ -200,19 +197,24 @@ class SessionTracker:
             del self._by_ip[ip]
         return ip
 
-    def _settle(self, ip: str, ended: float, table: GrantTable, login: Login) -> None:
+    def _end(self, key: Key, entry: Entry, ended: float, table: GrantTable, login: Login) -> str:
+        """Close the oldest session of ``key`` at ``ended`` and settle its address."""
+        # The expiry this tracker set for the address: the hold of its newest
+        # open session (sessions leave oldest first, so no older one is higher).
+        held = self._hold_of(str(entry[0]))
+        ip = self._close(key, entry)
+        self._settle(ip, ended, table, login, held)
+        return ip
+
+    def _settle(self, ip: str, ended: float, table: GrantTable, login: Login, held: float) -> None:
         """Set ``ip``'s grant to what its remaining sessions and grace need."""
         target = max(ended + self.grace, self._floor.get(ip, 0.0), self._hold_of(ip))
         grant = table.get(ip)
-        held = self._held.get(ip)
         if ip not in self._by_ip:
-            self._held.pop(ip, None)
             self._floor.pop(ip, None)
-        else:
-            self._held[ip] = self._hold_of(ip)
         if grant is None:
             return  # refused, expired or removed by request: nothing to extend
-        if held is not None and grant.expires == held and target < grant.expires:
+        if grant.expires == held and target < grant.expires:
             table.remove(ip)  # the hold was ours: shorten it to the grace
         table.grant(ip, target, login.profile, login.rule)
 
@@ -231,9 +233,8 @@ class SessionTracker:
                 self.stats.expired += 1
                 ip = self._close(key, entry)
                 if ip not in self._by_ip:
-                    self._held.pop(ip, None)
                     self._floor.pop(ip, None)
-        if len(order) > 2 * len(self._open) + PRUNE_EVERY:
+        if len(order) > 2 * self._count + PRUNE_EVERY:
             self._compact()
         self._expire_connects(limit)
 
@@ -252,4 +253,4 @@ class SessionTracker:
                 del self._connects[(profile, session)]
 
     def open_sessions(self) -> int:
-        return sum(len(entry) - 1 for entry in self._open.values())
+        return self._count

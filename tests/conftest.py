@@ -15,6 +15,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# Shared checking helpers keep pytest's detailed assertion messages.
+pytest.register_assert_rewrite("login_script", "support")
+
 
 @pytest.fixture
 def pf_tmp():

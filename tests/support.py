@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+from popbsmtp.sources.position import Position
+from popbsmtp.sources.tail import FileTail
+
 T = TypeVar("T")
 
 
@@ -80,6 +83,40 @@ def append(path: Path, text: str) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append raw bytes (partial lines, invalid UTF-8) to path, as a log writer would."""
+    with open(path, "ab") as handle:
+        handle.write(data)
+
+
+def rotate_by_rename(log: Path, new_data: bytes) -> Path:
+    """Rotate as logrotate does by default: rename log to log.1, then start a new log with
+    new_data.  Returns the old file's new name (its writer may still append to it)."""
+    rotated = log.with_name(log.name + ".1")
+    os.rename(log, rotated)
+    append_bytes(log, new_data)
+    return rotated
+
+
+def position_after_reading(log: Path) -> Optional[Position]:
+    """Where a FileTail stands after reading log through (what saved state would hold)."""
+    tail = FileTail(str(log))
+    tail.read()
+    position = tail.position
+    tail.close()
+    return position
+
+
+class ManualClock:
+    """A monotonic clock for injection that moves only when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def popbsmtp(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:

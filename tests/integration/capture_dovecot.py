@@ -16,17 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dovecot_server import (
-    FORGED_LOGIN_USER,
-    HOSTILE_USERS,
-    DovecotServer,
-    connect_without_login,
-    imap_login,
-    imap_session,
-    pop3_login,
-    pop3_login_bytes,
-    pop3_session,
-)
+import mail_clients as client
+from dovecot_server import FORGED_LOGIN_USER, HOSTILE_USERS, DovecotServer
 
 SYSLOG_FILE = "dovecot-2.3-captured.log"
 TRADITIONAL_FILE = "dovecot-2.3-captured-traditional.log"
@@ -37,18 +28,20 @@ def ordinary_sessions(server: DovecotServer) -> None:
     """Successful logins over both protocols and families, then failures."""
     pop3, imap, users = server.pop3_port, server.imap_port, server.users
     for source in (("127.0.0.5", 0), ("::1", 0)):
-        assert pop3_login(pop3, "alice", users["alice"], source)
-        assert imap_login(imap, "alice", users["alice"], source)
-    assert imap_login(imap, "bob@example.org", users["bob@example.org"], ("127.0.0.6", 0),
-                      mechanism="PLAIN")  # fmt: skip
-    with imap_session(imap, "Carol.Mixed-Case", users["Carol.Mixed-Case"], ("127.0.0.6", 0)) as c:
+        assert client.pop3_login(pop3, "alice", users["alice"], source)
+        assert client.imap_login(imap, "alice", users["alice"], source)
+    bob, bob_password = "bob@example.org", users["bob@example.org"]
+    assert client.imap_login(imap, bob, bob_password, ("127.0.0.6", 0), mechanism="PLAIN")
+    with client.imap_session(
+        imap, "Carol.Mixed-Case", users["Carol.Mixed-Case"], ("127.0.0.6", 0)
+    ) as c:
         c.select()
-    with pop3_session(pop3, "bob@example.org", users["bob@example.org"], ("::1", 0)) as p:
+    with client.pop3_session(pop3, bob, bob_password, ("::1", 0)) as p:
         p.stat()
-    assert not pop3_login(pop3, "alice", "wrong", ("127.0.0.7", 0))
-    assert not imap_login(imap, "alice", "wrong", ("127.0.0.7", 0))
-    assert not imap_login(imap, "alice", "wrong", ("::1", 0))
-    assert not pop3_login(pop3, "nosuchuser", "x", ("127.0.0.7", 0))
+    assert not client.pop3_login(pop3, "alice", "wrong", ("127.0.0.7", 0))
+    assert not client.imap_login(imap, "alice", "wrong", ("127.0.0.7", 0))
+    assert not client.imap_login(imap, "alice", "wrong", ("::1", 0))
+    assert not client.pop3_login(pop3, "nosuchuser", "x", ("127.0.0.7", 0))
 
 
 def hostile_sessions(server: DovecotServer, succeed: bool) -> None:
@@ -56,25 +49,25 @@ def hostile_sessions(server: DovecotServer, succeed: bool) -> None:
     pop3, imap = server.pop3_port, server.imap_port
     for name in HOSTILE_USERS:
         password = server.users[name]
-        assert pop3_login(pop3, name, password, ("127.0.0.6", 0)) is succeed
-        assert imap_login(imap, name, password, ("::1", 0)) is succeed
-        assert not imap_login(imap, name, "wrong", ("127.0.0.7", 0))
-    assert not pop3_login(pop3, "ctl\x01x\ty", "x", ("127.0.0.7", 0))
-    assert not pop3_login(pop3, "jörg", "x", ("127.0.0.7", 0))
-    assert not pop3_login(pop3, "u\u2028x\u0085y", "x", ("127.0.0.7", 0))
-    assert not pop3_login_bytes(pop3, b"bad\xff\xfeutf", b"x", ("127.0.0.7", 0))
+        assert client.pop3_login(pop3, name, password, ("127.0.0.6", 0)) is succeed
+        assert client.imap_login(imap, name, password, ("::1", 0)) is succeed
+        assert not client.imap_login(imap, name, "wrong", ("127.0.0.7", 0))
+    assert not client.pop3_login(pop3, "ctl\x01x\ty", "x", ("127.0.0.7", 0))
+    assert not client.pop3_login(pop3, "jörg", "x", ("127.0.0.7", 0))
+    assert not client.pop3_login(pop3, "u\u2028x\u0085y", "x", ("127.0.0.7", 0))
+    assert not client.pop3_login_bytes(pop3, b"bad\xff\xfeutf", b"x", ("127.0.0.7", 0))
     newline_user = "nl\n" + FORGED_LOGIN_USER
-    assert not imap_login(imap, newline_user, "x", ("127.0.0.7", 0), mechanism="PLAIN")
+    assert not client.imap_login(imap, newline_user, "x", ("127.0.0.7", 0), mechanism="PLAIN")
 
 
 def disconnects(server: DovecotServer) -> None:
     """Sessions dropped without QUIT/LOGOUT, and connections that never log in."""
     pop3, imap, password = server.pop3_port, server.imap_port, server.users["alice"]
     since = server.log_offset()
-    assert pop3_login(pop3, "alice", password, ("127.0.0.8", 0), logout=False)
-    assert imap_login(imap, "alice", password, ("::1", 0), logout=False)
-    connect_without_login(imap, ("127.0.0.8", 0))
-    connect_without_login(pop3, ("::1", 0))
+    assert client.pop3_login(pop3, "alice", password, ("127.0.0.8", 0), logout=False)
+    assert client.imap_login(imap, "alice", password, ("::1", 0), logout=False)
+    client.connect_without_login(imap, ("127.0.0.8", 0))
+    client.connect_without_login(pop3, ("::1", 0))
     server.wait_for_log("pop3(alice)<", since=since)
     server.wait_for_log("imap(alice)<", since=since)
     server.wait_for_log("user=<>, rip=127.0.0.8, ", since=since)
@@ -93,7 +86,7 @@ def run(work: Path, **options: object) -> DovecotServer:
             disconnects(server)
         # A last complete session: once its logout is logged, so is everything before.
         since = server.log_offset()
-        assert pop3_login(server.pop3_port, "alice", server.users["alice"], ("127.0.0.9", 0))
+        assert client.pop3_login(server.pop3_port, "alice", server.users["alice"], ("127.0.0.9", 0))
         server.wait_for_log("pop3(alice)<", since=since)
     return server
 

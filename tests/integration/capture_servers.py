@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
@@ -21,24 +20,13 @@ import test_courier_real  # noqa: E402
 import test_cyrus_real  # noqa: E402
 from courier_server import CourierServer  # noqa: E402
 from cyrus_server import CyrusServer  # noqa: E402
-from dovecot_server import imap_login, pop3_login  # noqa: E402
+from login_script import scripted_run  # noqa: E402
 
 
 def capture(server_class, module, name: str, out: Path) -> None:
-    work = Path(tempfile.mkdtemp(prefix=f"popbsmtp-{name}-", dir="/tmp"))
-    try:
-        with server_class(work, module.USERS) as server:
-            done = []
-            for protocol, source, user, password in module.ATTEMPTS:
-                login = pop3_login if protocol == "pop3" else imap_login
-                port = server.pop3_port if protocol == "pop3" else server.imap_port
-                done.append(login(port, user, password, (source, 0)))
-            marker = " USAGE " if name.startswith("cyrus") else "LOGOUT, user="
-            server.wait_for_log(lambda text: text.count(marker) >= sum(done), "logouts")
-        shutil.copy(server.rfc3339_log, out / f"{name}-captured.log")
-        shutil.copy(server.traditional_log, out / f"{name}-captured-traditional.log")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with scripted_run(server_class, module.USERS, module.ATTEMPTS, module.settled) as run:
+        shutil.copy(run.server.rfc3339_log, out / f"{name}-captured.log")
+        shutil.copy(run.server.traditional_log, out / f"{name}-captured-traditional.log")
 
 
 def main() -> None:

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from dovecot_server import (
-    FORGED_LOGIN_USER,
-    HOSTILE_USERS,
-    DovecotServer,
+from dovecot_server import FORGED_LOGIN_USER, HOSTILE_USERS, DovecotServer
+from mail_clients import (
     connect_without_login,
     imap_login,
     imap_session,

@@ -39,8 +39,7 @@ POSTFIX_LINES = [
     S + "smtpd[1201]: lost connection after AUTH from unknown[198.51.100.7]",
     S + "smtpd[1201]: disconnect from unknown[198.51.100.7] ehlo=1 auth=0/1 commands=1/2",
     S + "cleanup[1202]: 4Q1xYz3kLmz9sWq: message-id=<20261127055813.GA1@example.org>",
-    S + "qmgr[900]: 4Q1xYz3kLmz9sWq: from=<alice@example.org>, size=1234, nrcpt=1 "
-    "(queue active)",
+    S + "qmgr[900]: 4Q1xYz3kLmz9sWq: from=<alice@example.org>, size=1234, nrcpt=1 (queue active)",
     S + "smtp[1203]: 4Q1xYz3kLmz9sWq: to=<bob@example.net>, relay=mx.example.net"
     "[203.0.113.25]:25, delay=0.4, delays=0.1/0/0.1/0.2, dsn=2.0.0, status=sent "
     "(250 2.0.0 Ok: queued as 4Q1xZ01)",
