@@ -6,8 +6,9 @@ touches what changed, and keeps a heap of expiry times so the reaper knows
 exactly when the next entry falls due.  It does not read logs or write maps.
 
 Compact on purpose (100,000 grants must fit in a few MiB): per address one
-float in ``_expires`` and one small int in ``_who`` (an index into the
-table's short list of (profile, rule) pairs), no object per grant.
+float in ``_expires`` and, unless its rule is the first one the table saw,
+one small int in ``_who`` (an index into the table's short list of
+(profile, rule) pairs); no object per grant.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class GrantTable:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._expires: Dict[str, float] = {}
-        self._who: Dict[str, int] = {}  # index into _rules
+        self._who: Dict[str, int] = {}  # index into _rules; absent means 0 (most sites)
         self._rules: List[Tuple[str, str]] = []
         self._rule_ids: Dict[Tuple[str, str], int] = {}
         self._heap: List[Tuple[float, str]] = []
@@ -80,7 +81,7 @@ class GrantTable:
         return None if expires is None else self._view(ip, expires)
 
     def _view(self, ip: str, expires: float) -> Grant:
-        return Grant(ip, expires, *self._rules[self._who[ip]])
+        return Grant(ip, expires, *self._rules[self._who.get(ip, 0)])
 
     def _rule_id(self, profile: str, rule: str) -> int:
         found = self._rule_ids.get((profile, rule))
@@ -89,13 +90,20 @@ class GrantTable:
             self._rules.append((profile, rule))
         return found
 
+    def _set_rule(self, ip: str, profile: str, rule: str) -> None:
+        found = self._rule_id(profile, rule)
+        if found:
+            self._who[ip] = found
+        else:
+            self._who.pop(ip, None)
+
     def grant(self, ip: str, expires: float, profile: str, rule: str) -> bool:
         """Add or extend a grant; never shortens one.  False when refused (full)."""
         current = self._expires.get(ip)
         if current is not None:
             if expires > current:
                 self._expires[ip] = expires
-                self._who[ip] = self._rule_id(profile, rule)
+                self._set_rule(ip, profile, rule)
                 heapq.heappush(self._heap, (expires, ip))
             return True
         if len(self._expires) >= self.max_entries:
@@ -103,7 +111,7 @@ class GrantTable:
             return False
         self._full_streak = 0
         self._expires[ip] = expires
-        self._who[ip] = self._rule_id(profile, rule)
+        self._set_rule(ip, profile, rule)
         heapq.heappush(self._heap, (expires, ip))
         self._note(ip, added=True)
         return True
@@ -125,7 +133,7 @@ class GrantTable:
     def remove(self, ip: str) -> bool:
         if self._expires.pop(ip, None) is None:
             return False
-        del self._who[ip]
+        self._who.pop(ip, None)
         self._note(ip, added=False)
         return True
 
