@@ -3,9 +3,9 @@
 
 A ~1 GB log covering ``--span`` seconds (default two days) is generated
 once.  (b) A daemon with an empty state directory must not read it all: it
-bisects to the start of the window that still matters, ``grace`` (30 min)
-when sessions are off, ``max_session`` (24 h by default) when they are on,
-and reads from there.  (a) After a clean stop, the
+bisects to the start of the window that can still grant, the last
+``grace`` (30 min; sessions are not kept across restarts, so ``max_session``
+does not widen it), and reads from there.  (a) After a clean stop, the
 daemon starts again from its saved position.  Each is timed from ``Popen``
 to the "following" line in the daemon's log, i.e. including interpreter
 start-up and imports, the way an init system sees it.
