@@ -78,9 +78,7 @@ def _install_signals(service: Service) -> None:
         service.request_reload()  # the loop logs it: no logging inside a handler
 
     def on_usr1(_signum: int, _frame: object) -> None:
-        if not service.started:
-            return  # still starting: nothing to report yet
-        log.info("statistics: %s", json.dumps(service.statistics(), sort_keys=True))
+        service.request_statistics()  # logged by the loop after its next batch
 
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import threading
@@ -76,6 +77,7 @@ class Service:
         self.settings = settings
         self.loader = loader  # re-reads the config on SIGHUP
         self._reload_wanted = False
+        self._statistics_wanted = False
         self.clock = clock
         self.dry_run = dry_run
         self.wake = threading.Event()
@@ -168,6 +170,9 @@ class Service:
                     self._reload_wanted = False
                     self._reload_from_loader()
                 self.step()
+                if self._statistics_wanted:
+                    self._statistics_wanted = False
+                    log.info("statistics: %s", json.dumps(self.statistics(), sort_keys=True))
             notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
@@ -182,6 +187,11 @@ class Service:
     def request_reload(self) -> None:
         """Ask the loop to re-read the config; safe from a signal handler."""
         self._reload_wanted = True
+        self._poke()
+
+    def request_statistics(self) -> None:
+        """Ask the loop to log its statistics (SIGUSR1); safe from a signal handler."""
+        self._statistics_wanted = True
         self._poke()
 
     def _poke(self) -> None:
