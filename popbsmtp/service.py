@@ -26,7 +26,7 @@ from popbsmtp.control import MANUAL, apply_request
 from popbsmtp.errors import MapError, PopbsmtpError, StartupError
 from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
-from popbsmtp.maps._files import check_directory
+from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGIN, LOGOUT, select
 from popbsmtp.reaper import Reaper
@@ -118,6 +118,7 @@ class Service:
         if not self.dry_run:
             try:
                 check_directory(os.path.dirname(self.settings.map.path))
+                check_writable(os.path.dirname(self.settings.map.path))
             except MapError as exc:
                 raise StartupError(str(exc)) from None
         self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)

@@ -11,6 +11,7 @@ import grp
 import os
 import pwd
 import stat
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from popbsmtp.errors import MapError
@@ -50,6 +51,26 @@ def check_directory(directory: str) -> None:
             f"fix with: chmod go-w {directory}  (or choose a map path in a directory "
             "only root and the daemon can write)"
         )
+
+
+def check_writable(directory: str) -> None:
+    """Refuse to start when we cannot create files in the table's directory.
+
+    Every writer creates the table under a temporary name there and renames
+    it in (and re-creates it if it vanishes), so a directory the daemon's user
+    cannot write (or that systemd mounted read-only) fails now, clearly, not
+    at the first login.  Trying is the only honest test (capabilities, ACLs,
+    read-only mounts, SELinux all count).
+    """
+    try:
+        with tempfile.TemporaryFile(prefix=".popbsmtp-check-", dir=directory):
+            pass
+    except OSError as exc:
+        raise MapError(
+            f"cannot create files in the table directory {directory}: {exc.strerror}; "
+            "give the daemon a directory of its own, e.g. map = "
+            "lmdb:/etc/postfix/popbsmtp/clients (the RPM creates it; docs/install.md)"
+        ) from None
 
 
 def apply_ownership(path: str, options: MapOptions) -> None:

@@ -145,3 +145,17 @@ def test_malformed_requests_are_dropped_not_applied(tmp_path, caplog):
     assert len(caplog.records) == len(BAD_REQUESTS)
     assert all("dropping bad control request" in r.getMessage() for r in caplog.records)
     assert sorted(p.name for p in spool.iterdir()) == [f"req-{len(BAD_REQUESTS):020d}-1.json"]
+
+
+def test_start_refuses_a_table_directory_it_cannot_write(pf_tmp):
+    maps = pf_tmp / "readonly"
+    maps.mkdir(mode=0o555)
+    config = write_config(pf_tmp, map=f"lmdb:{maps}/pbs")
+    daemon = LimitedDaemon(config, unprivileged=True).start(ready=False)
+    try:
+        code = daemon.proc.wait(30)
+    finally:
+        maps.chmod(0o755)
+    assert code != 0
+    assert f"cannot create files in the table directory {maps}: Permission denied" in daemon.log()
+    assert "lmdb:/etc/postfix/popbsmtp/clients" in daemon.log()
