@@ -15,14 +15,13 @@ import bisect
 import ipaddress
 import logging
 import re
-import shutil
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import netaddr
 
+from popbsmtp import postfix
 from popbsmtp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -189,16 +188,11 @@ def _read_file(path: str) -> List[str]:
 
 
 def _postconf_mynetworks(config_dir: Optional[str]) -> str:
-    if shutil.which("postconf") is None:
+    try:
+        return postfix.parameter("mynetworks", config_dir)
+    except postfix.PostfixError as exc:
         raise ConfigError(
-            "'mynetworks' needs Postfix's postconf, which is not installed; "
+            f"'mynetworks' needs Postfix's postconf ({exc}); "
             "list the networks explicitly or write 'none'",
             key="ignore_networks",
-        )
-    cmd = ["postconf", "-xh"]
-    if config_dir:
-        cmd += ["-c", config_dir]
-    result = subprocess.run([*cmd, "mynetworks"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ConfigError(f"postconf mynetworks failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+        ) from None

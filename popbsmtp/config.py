@@ -14,12 +14,11 @@ import configparser
 import glob
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from popbsmtp import options as t
+from popbsmtp import postfix
 from popbsmtp.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
 from popbsmtp.errors import ConfigError
 
@@ -39,12 +38,10 @@ class Option:
 
 
 def _default_map(_: Distro) -> Tuple[str, str]:
-    kind = "lmdb"
-    if shutil.which("postconf"):
-        out = subprocess.run(
-            ["postconf", "-h", "default_database_type"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        kind = out or kind
+    try:
+        kind = postfix.parameter("default_database_type") or "lmdb"
+    except postfix.PostfixError:  # no Postfix here (yet): lmdb is the forward path
+        kind = "lmdb"
     return f"{kind}:/etc/postfix/pop-before-smtp", f"postconf default_database_type = {kind}"
 
 

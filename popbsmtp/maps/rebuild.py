@@ -145,16 +145,7 @@ class Writer(MapWriter):
             raise MapError(f"cannot write {source}: {exc}") from None
 
     def _run_postmap(self, source: str) -> None:
-        cmd = [self._postmap, f"{self.spec.type}:{source}"]
-        try:
-            result = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=POSTMAP_TIMEOUT, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise MapError(f"postmap for {self.spec} failed: {exc}") from None
-        if result.returncode != 0:
-            detail = result.stderr.strip().splitlines()
-            raise MapError(f"postmap for {self.spec} failed: {detail[-1] if detail else '?'}")
+        run_postmap([self._postmap, f"{self.spec.type}:{source}"], f"postmap for {self.spec}")
 
     def _install(self, source: str) -> None:
         """Set mode/owner on the built file(s), flush them, rename each over the live one."""
@@ -218,16 +209,22 @@ def read_keys(spec: MapSpec) -> Set[str]:
     """
     if spec.type == "cdb":  # postmap -s: "sequence operation is not supported"
         return cdb_keys(spec.path + ".cdb")
-    cmd = [_require_postmap(spec.type), "-s", str(spec)]
+    output = run_postmap([_require_postmap(spec.type), "-s", str(spec)], f"reading {spec}")
+    return {line.split("\t", 1)[0].lower() for line in output.splitlines() if line}
+
+
+def run_postmap(cmd: List[str], what: str) -> str:
+    """Run postmap; its output, or a MapError saying ``what`` failed and why."""
     try:
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=POSTMAP_TIMEOUT, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise MapError(f"reading {spec} failed: {exc}") from None
+        raise MapError(f"{what} failed: {exc}") from None
     if result.returncode != 0:
-        raise MapError(f"reading {spec} failed: {result.stderr.strip()}")
-    return {line.split("\t", 1)[0].lower() for line in result.stdout.splitlines() if line}
+        detail = result.stderr.strip().splitlines()
+        raise MapError(f"{what} failed: {detail[-1] if detail else '?'}")
+    return result.stdout
 
 
 def cdb_keys(path: str) -> Set[str]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from popbsmtp import config
+from popbsmtp import postfix
 from popbsmtp.config import SCHEMA, load, render_default_config
 from popbsmtp.distros import Distro
 
@@ -45,7 +45,7 @@ def test_shipped_config_loads_to_the_defaults(tmp_path):
 
 def test_uncommented_values_are_the_real_defaults(tmp_path, monkeypatch):
     """Uncommenting every line changes nothing (computed defaults: as on RHEL with lmdb)."""
-    monkeypatch.setattr(config.shutil, "which", lambda _name: None)  # no postconf: lmdb
+    monkeypatch.setattr(postfix, "find_tool", lambda _name: None)  # no postconf: lmdb
     path = tmp_path / "popbsmtp.conf"
     path.write_text(re.sub(r"^#(\w+ =)", r"\1", render_default_config(), flags=re.M))
     uncommented = load(str(path), distro=RHEL)
