@@ -15,11 +15,9 @@ from popbsmtp import __version__, admin, config, logsetup, notify
 from popbsmtp.addresses import InvalidAddress, parse_networks, postfix_key
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.logtest import iso, open_input, run_test
-from popbsmtp.matcher import Matcher
 from popbsmtp.options import duration, format_duration
 from popbsmtp.profiles import registry, select
-from popbsmtp.service import Service
-from popbsmtp.syslog import EnvelopeParser
+from popbsmtp.service import Service, build_matcher
 
 log = logging.getLogger("popbsmtp")
 
@@ -137,8 +135,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    names = args.profile or settings.profiles
-    matcher = Matcher(select(names), EnvelopeParser(settings.log_format), settings.max_line_length)
+    matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks)
     now = time.time() if args.now is None else _parse_now(args.now)
     source = args.file or settings.logfile

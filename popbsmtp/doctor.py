@@ -29,11 +29,10 @@ from popbsmtp.errors import PopbsmtpError
 from popbsmtp.maps import MapSpec, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
-from popbsmtp.matcher import Matcher
 from popbsmtp.postfix import PostfixError
-from popbsmtp.profiles import LOGIN, registry, select
+from popbsmtp.profiles import LOGIN, registry
+from popbsmtp.service import build_matcher
 from popbsmtp.state import StateLock
-from popbsmtp.syslog import EnvelopeParser
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 DEFAULT_PIDFILE = "/run/popbsmtp.pid"
@@ -273,9 +272,7 @@ def tail_lines(path: str, count: int) -> List[bytes]:
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
-    matcher = Matcher(
-        select(profiles), EnvelopeParser(settings.log_format), settings.max_line_length
-    )
+    matcher = build_matcher(settings, profiles)
     now = time.time()
     return sum(
         1

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from popbsmtp import control, logsetup, notify
 from popbsmtp.addresses import IgnoredNetworks, parse_networks
@@ -57,9 +57,10 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def build_matcher(settings: Settings) -> Matcher:
+def build_matcher(settings: Settings, profiles: Optional[List[str]] = None) -> Matcher:
+    """The matcher ``settings`` describe; ``profiles`` overrides its list (test, doctor)."""
     return Matcher(
-        select(settings.profiles),
+        select(profiles or settings.profiles),
         EnvelopeParser(settings.log_format),
         settings.max_line_length,
     )
