@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, TextIO, Tuple
 
-from popbsmtp import postfix
+from popbsmtp import matcher, postfix
 from popbsmtp.addresses import parse_networks
 from popbsmtp.config import Settings
 from popbsmtp.errors import PopbsmtpError
@@ -56,12 +56,13 @@ class Doctor:
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
+        speed = check_prefilter()
         try:
             postfix.check_config_dir(self.dir)
             types = postfix.supported_types(self.dir)
         except PostfixError as exc:
-            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR")]
-        found = self.check_map(types)
+            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR"), speed]
+        found = [speed, *self.check_map(types)]
         found += self.check_services()
         found += [self.check_log(), self.check_networks(), self.check_daemon()]
         return found
@@ -205,6 +206,14 @@ class Doctor:
         pid = read_pid(pidfile)
         who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
+
+
+def check_prefilter() -> Finding:
+    """Say whether the C one-pass search was built: without it, same answers, slower."""
+    if matcher.ACCELERATED:
+        return Finding(OK, "prefilter", "one-pass C search (popbsmtp._needles)")
+    why = "pure-Python search: popbsmtp._needles was not built (no C compiler at install)"
+    return Finding(WARNING, "prefilter", why, "reinstall with gcc and python3-dev present")
 
 
 def unreadable_by(path: str, user: str) -> str:

@@ -12,20 +12,29 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from popbsmtp.addresses import InvalidAddress, postfix_key
 from popbsmtp.profiles import Profile, Rule
 from popbsmtp.syslog import Envelope, EnvelopeParser
 
+try:  # the optional C search (setup.py); same answers, one pass for all needles
+    from popbsmtp._needles import candidate_lines as _one_pass
+except ImportError:  # no compiler at install time: the pure-Python search below
+    _one_pass = None
 
-@dataclass(frozen=True)
-class Login:
+#: True when the prefilter runs the C one-pass search (``doctor`` says which).
+ACCELERATED = _one_pass is not None
+
+
+class Login(NamedTuple):
     """A recognised login or logout.
 
     ``ip`` is the Postfix key, or None when the logged text is no usable
     address (then ``invalid`` says why).  ``session`` links a logout to its
-    login for servers whose logout lines carry no address.
+    login for servers whose logout lines carry no address.  A named tuple,
+    not a frozen dataclass: one is made per candidate line, and a frozen
+    dataclass costs four times as much to build.
     """
 
     time: float
@@ -70,17 +79,21 @@ class Matcher:
         self.parser = parser or EnvelopeParser()
         self.max_line_length = max_line_length
         self.stats = MatchStats()
-        self._by_program: Dict[str, List[Tuple[Profile, Rule]]] = {}
+        self._keys = _KeyCache()
+        self._by_program: Dict[str, List[_Check]] = {}
         needles = set()
         for profile in self.profiles:
             for rule in profile.rules:
                 needles.add(rule.needle)
                 for program in rule.programs:
-                    self._by_program.setdefault(program, []).append((profile, rule))
+                    self._by_program.setdefault(program, []).append(_check(profile, rule))
         pattern = b"|".join(re.escape(n.encode()) for n in sorted(needles)) or rb"(?!x)x"
         self._prefilter = re.compile(pattern)
         self._needles = _shortest_needles(needles)
         self._searches = [_searcher(needle) for needle in self._needles]
+        self._needle_tuple = tuple(self._needles)
+        fits = all(len(n) >= 2 for n in self._needles) and len(self._needles) <= 32
+        self._one_pass = _one_pass if fits else None
 
     def is_candidate(self, line: bytes) -> bool:
         """True when some rule could match (raw bytes: no decoding yet)."""
@@ -115,6 +128,12 @@ class Matcher:
 
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
         """(start, end) of each line holding a needle, sorted, newline excluded."""
+        if self._one_pass is not None:
+            return self._one_pass(block, self._needle_tuple)
+        return self._candidate_lines_python(block)
+
+    def _candidate_lines_python(self, block: bytes) -> List[Tuple[int, int]]:
+        """The same, one C-level search per needle (no compiler, or odd needles)."""
         spans: Dict[int, int] = {}
         size = len(block)
         for search in self._searches:
@@ -140,15 +159,46 @@ class Matcher:
         return self.match_envelope(envelope)
 
     def match_envelope(self, envelope: Envelope) -> Optional[Login]:
-        for profile, rule in self._by_program.get(envelope.program, ()):
-            if not rule.accepts_pid(envelope.pid):
+        for check in self._by_program.get(envelope.program, ()):
+            if check.pid is not None and check.pid != (envelope.pid is not None):
                 continue  # wrong tag shape: forged, or not this server
-            found = rule.regex.fullmatch(envelope.message)
+            found = check.fullmatch(envelope.message)
             if found is None:
                 continue
-            self.stats.matched[f"{profile.name}/{rule.name}"] += 1
-            return _login(envelope, profile, rule, found)
+            self.stats.matched[check.rule_id] += 1
+            return self._login(envelope, check, found)
         return None
+
+    def _login(self, envelope: Envelope, check: _Check, found: re.Match) -> Login:
+        raw_ip = found["ip"] if check.has_ip else None
+        ip, invalid = self._keys.lookup(raw_ip) if raw_ip is not None else (None, None)
+        session = found["session"] if check.has_session else None
+        rule = check.rule
+        if rule.session == "pid" and envelope.pid is not None:
+            session = f"{envelope.host}/{envelope.program}[{envelope.pid}]"
+        return Login(
+            envelope.time, ip, raw_ip, check.profile.name, rule.name, rule.event, session, invalid
+        )
+
+
+class _Check(NamedTuple):
+    """One rule as the per-line loop uses it: everything looked up once."""
+
+    fullmatch: Callable[[str], Optional[re.Match]]
+    pid: Optional[bool]  # Rule.pid: the syslog tag shape check
+    profile: Profile
+    rule: Rule
+    rule_id: str
+    has_ip: bool
+    has_session: bool
+
+
+def _check(profile: Profile, rule: Rule) -> _Check:
+    groups = rule.regex.groupindex
+    return _Check(
+        rule.regex.fullmatch, rule.pid, profile, rule, f"{profile.name}/{rule.name}",
+        "ip" in groups, "session" in groups,
+    )  # fmt: skip
 
 
 def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
@@ -181,26 +231,27 @@ def _searcher(needle: bytes) -> Callable[[bytes, int], int]:
     return find
 
 
-def _login(envelope: Envelope, profile: Profile, rule: Rule, found: re.Match) -> Login:
-    groups = found.groupdict()
-    raw_ip = groups.get("ip")
-    ip: Optional[str] = None
-    invalid: Optional[str] = None
-    if raw_ip is not None:
-        try:
-            ip = postfix_key(raw_ip)
-        except InvalidAddress as exc:
-            invalid = str(exc)
-    session = groups.get("session")
-    if rule.session == "pid" and envelope.pid is not None:
-        session = f"{envelope.host}/{envelope.program}[{envelope.pid}]"
-    return Login(
-        time=envelope.time,
-        ip=ip,
-        raw_ip=raw_ip,
-        profile=profile.name,
-        rule=rule.name,
-        event=rule.event,
-        session=session,
-        invalid=invalid,
-    )
+class _KeyCache:
+    """Postfix keys of recently logged address texts, with the refusal reason.
+
+    The same clients log in again and again; parsing an address costs more
+    than the rest of a login line.  Bounded: emptied when full, so a flood
+    of distinct addresses costs memory once, not forever.
+    """
+
+    def __init__(self, size: int = 16384) -> None:
+        self._size = size
+        self._known: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+
+    def lookup(self, text: str) -> Tuple[Optional[str], Optional[str]]:
+        """(key, None) or (None, why the text is no usable address)."""
+        found = self._known.get(text)
+        if found is None:
+            try:
+                found = (postfix_key(text), None)
+            except InvalidAddress as exc:
+                found = (None, str(exc))
+            if len(self._known) >= self._size:
+                self._known.clear()
+            self._known[text] = found
+        return found

@@ -28,7 +28,6 @@ O(log n) however many sessions are open.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 from collections import deque
@@ -108,9 +107,7 @@ class SessionTracker:
                 return None
             self.stats.joined += 1
             peer = found[0]
-            return dataclasses.replace(
-                login, event=LOGIN, ip=peer.ip, raw_ip=peer.raw_ip, invalid=peer.invalid
-            )
+            return login._replace(event=LOGIN, ip=peer.ip, raw_ip=peer.raw_ip, invalid=peer.invalid)
         return login
 
     # -- sessions ----------------------------------------------------------

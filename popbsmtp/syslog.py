@@ -34,8 +34,7 @@ import datetime as dt
 import functools
 import re
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 # ASCII-only classes on purpose: `\d` would accept Unicode digits.
 _PROGRAM = r"(?P<prog>[A-Za-z0-9_./-]{1,64})(?:\[(?P<pid>[0-9]{1,10})\])?: "
@@ -44,8 +43,8 @@ _BSD_STAMP = (
     r"(?:\.[0-9]{1,6})?"
 )
 _ISO_STAMP = (
-    r"(?P<stamp>[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
-    r"(?:Z|[+-][0-9]{2}:?[0-9]{2}))"
+    r"(?P<sec>[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<frac>[0-9]{1,9}))?"
+    r"(?P<zone>Z|[+-][0-9]{2}:?[0-9]{2})"
 )
 # A host never ends in ':'; that keeps Dovecot's "imap-login: Info:" from
 # being read as host "imap-login:" and program "Info".
@@ -83,9 +82,12 @@ INVENTED_PROGRAMS = frozenset({"dovecot", "popper", "AppleMailServer"})
 FORMATS = ("auto", "rfc3164", "rfc3339", "rfc5424", "dovecot", "qpopper", "apple")
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """One parsed log line; ``time`` is a Unix timestamp (UTC seconds)."""
+class Envelope(NamedTuple):
+    """One parsed log line; ``time`` is a Unix timestamp (UTC seconds).
+
+    A named tuple because one is built per candidate line (cheaper than a
+    frozen dataclass, and as immutable).
+    """
 
     time: float
     host: str
@@ -111,13 +113,26 @@ class EnvelopeParser:
         self.log_format = log_format
         order = [name for name in _ORDER if log_format in ("auto", name)]
         self._splitters: List[Splitter] = [_SPLITTERS[name] for name in order]
+        self._last = self._splitters[0]
 
     def parse(self, line: str, now: float) -> Optional[Envelope]:
-        """Return the envelope, or None when the line has no recognised one."""
+        """Return the envelope, or None when the line has no recognised one.
+
+        The format that read the previous line is tried first: a log keeps
+        its format, and with ``auto`` the others would each cost a failed
+        match per line.  The formats exclude each other (their stamps
+        differ, and a host never ends in ``:``), so the order changes no
+        answer.
+        """
+        envelope = self._last(line, now)
+        if envelope is not None:
+            return envelope
         for split in self._splitters:
-            envelope = split(line, now)
-            if envelope is not None:
-                return envelope
+            if split is not self._last:
+                envelope = split(line, now)
+                if envelope is not None:
+                    self._last = split
+                    return envelope
         return None
 
 
@@ -126,7 +141,7 @@ def _syslog(regex: re.Pattern[str], iso: bool) -> Splitter:
         match = regex.match(line)
         if match is None:
             return None
-        stamp = _iso_time(match.group("stamp")) if iso else _bsd_time(match, now)
+        stamp = _iso_time(match) if iso else _bsd_time(match, now)
         if stamp is None:
             return None
         pid = match.group("pid")
@@ -286,32 +301,23 @@ def _local_base(text: str, _zone: object) -> Optional[float]:
         return None
 
 
-def _iso_time(text: str) -> Optional[float]:
-    head, sep, frac_tz = text.partition(".")
-    if not sep:
-        return _iso_base(text)
-    digits = _DIGITS.match(frac_tz)
-    assert digits is not None
-    frac = digits.group(0)
-    base = _iso_base(head + frac_tz[len(frac) :])
-    if base is None:
-        return None
+def _iso_time(match: re.Match) -> Optional[float]:
+    second, frac, zone = match.group("sec", "frac", "zone")
+    base = _iso_base(second, zone)
+    if base is None or frac is None:
+        return base
     # aware datetime.timestamp(): total microseconds / 10**6, exactly rounded
     return (int(base) * 1_000_000 + int(frac[:6].ljust(6, "0"))) / 1_000_000
 
 
-_DIGITS = re.compile(r"[0-9]*")
-
-
 @functools.lru_cache(maxsize=_CACHE)
-def _iso_base(text: str) -> Optional[float]:
-    """Seconds of an ISO stamp without fraction (``T`` or blank, ``Z`` or offset)."""
-    text = text.replace(" ", "T", 1)
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    if re.search(r"[+-][0-9]{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
+def _iso_base(second: str, zone: str) -> Optional[float]:
+    """Seconds of an ISO stamp without fraction (``T`` or blank; ``Z`` or offset)."""
+    if zone == "Z":
+        zone = "+00:00"
+    elif ":" not in zone:
+        zone = zone[:3] + ":" + zone[3:]
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
+        return dt.datetime.fromisoformat(second.replace(" ", "T", 1) + zone).timestamp()
     except (ValueError, OverflowError):
         return None

@@ -90,9 +90,11 @@ def files(package: Path) -> List[str]:
 
 
 def test_names_and_architectures(packages):
-    assert packages["systemd"].name == f"popbsmtp-{__version__}-1.noarch.rpm"
-    assert packages["sysv"].name == f"popbsmtp-{__version__}-1.sysv.noarch.rpm"
-    assert packages["bundled"].name.endswith(".bundled.x86_64.rpm")
+    """Architecture-specific: the C prefilter (popbsmtp/_needles.c) is compiled in."""
+    arch = os.uname().machine
+    assert packages["systemd"].name == f"popbsmtp-{__version__}-1.{arch}.rpm"
+    assert packages["sysv"].name == f"popbsmtp-{__version__}-1.sysv.{arch}.rpm"
+    assert packages["bundled"].name == f"popbsmtp-{__version__}-1.bundled.{arch}.rpm"
 
 
 def test_file_lists(packages):
@@ -113,11 +115,12 @@ def test_file_lists(packages):
         assert not missing, f"{flavour}: {missing}"
         assert ("/usr/lib/systemd/system/popbsmtp.service" in listed) == (flavour != "sysv")
         assert ("/etc/rc.d/init.d/popbsmtp" in listed) == (flavour == "sysv")
-        assert not [f for f in listed if "__pycache__" in f or f.endswith(".pyc")]
-    sitelib = [
+        assert not [f for f in listed if "__pycache__" in f or f.endswith((".pyc", ".c"))]
+        assert [f for f in listed if re.search(r"/popbsmtp/_needles\.cpython-.*\.so$", f)], flavour
+    sitearch = [
         f for f in files(packages["systemd"]) if f.endswith("/site-packages/popbsmtp/cli.py")
     ]
-    assert sitelib, "the package belongs in python3_sitelib"
+    assert sitearch and sitearch[0].startswith("/usr/lib64/"), "it belongs in python3_sitearch"
     private = files(packages["bundled"])
     for module in (
         "popbsmtp/cli.py",
@@ -189,7 +192,7 @@ def run_installed(root: Path, *args: str, bundled: bool = False) -> subprocess.C
         # No site-packages at all: every dependency must come from the private dir.
         command, env = ["/usr/bin/python3", "-I", "-S", str(launcher), *args], {}
     else:
-        sitelib = glob.glob(str(root / "usr" / "lib" / "python3*" / "site-packages"))
+        sitelib = glob.glob(str(root / "usr" / "lib*" / "python3*" / "site-packages"))
         assert len(sitelib) == 1, sitelib
         command = [sys.executable, str(launcher), *args]
         env = {"PYTHONPATH": sitelib[0]}
@@ -212,6 +215,8 @@ def test_installed_program_runs(installed, flavour):
     assert shipped.read_text() == (ROOT / "init" / "popbsmtp.conf").read_text()
     check = run_installed(root, "check-config", "--config", str(shipped), bundled=bundled)
     assert check.returncode == 0 and "configuration OK" in check.stdout, check.stderr
+    doctor = run_installed(root, "doctor", "--config", str(shipped), bundled=bundled)
+    assert "prefilter: one-pass C search" in doctor.stdout, doctor.stdout + doctor.stderr
     if flavour == "sysv":
         script = root / "etc" / "rc.d" / "init.d" / "popbsmtp"
         assert script.read_bytes() == (ROOT / "init" / "popbsmtp").read_bytes()

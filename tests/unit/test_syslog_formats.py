@@ -119,3 +119,18 @@ def test_bsd_year_rolls_back_at_new_year() -> None:
     envelope = EnvelopeParser().parse("Dec 31 23:59:59 mail dovecot: x", new_year)
     assert envelope is not None
     assert time.localtime(envelope.time).tm_year == 2026
+
+
+def test_auto_answers_do_not_depend_on_the_line_before() -> None:
+    """``auto`` tries the previous line's format first; that must change no answer."""
+    from popbsmtp.profiles import registry
+
+    lines = [case[1] for case in CASES] + ["garbage", "Nov 27 04:48:08 imap-login: Login: x"]
+    lines += [example.line for p in registry().values() for example in p.examples][::3]
+    fresh = {line: EnvelopeParser("auto").parse(line, NOW) for line in lines}
+    assert sum(found is not None for found in fresh.values()) > len(lines) // 2
+    parser = EnvelopeParser("auto")
+    for before in lines:
+        for line in lines:
+            parser.parse(before, NOW)
+            assert parser.parse(line, NOW) == fresh[line], (before, line)
