@@ -2,7 +2,9 @@
 """Coverage-guided fuzzing (atheris/libFuzzer) of everything a log line reaches.
 
 The first input byte picks a target: the whole matcher over all profiles on
-raw bytes; a genuine example line whose user field is replaced by the fuzz
+raw bytes; a block of lines through the daemon's block search (the C
+one-pass prefilter when built), which must find what line-by-line matching
+finds; a genuine example line whose user field is replaced by the fuzz
 input (the granted address must stay the server's); the address normaliser;
 the envelope parser.  Any exception or wrong grant is a crash that libFuzzer
 reports with the input that caused it.  Not collected by pytest.
@@ -51,9 +53,12 @@ def one_input(data: bytes) -> None:
         print(f"fuzz: inputs={COUNT['inputs']} cpu={cpu:.1f}s wrong=0", file=sys.stderr)
     if not data:
         return
-    mode, rest = data[0] % 4, data[1:]
+    mode, rest = data[0] % 5, data[1:]
     if mode == 0:
         check_login(MATCHER.match(rest, NOW))
+    elif mode == 4:
+        lines = [MATCHER.match(line, NOW) for line in rest.split(b"\n")]
+        assert MATCHER.match_block(rest, NOW) == [login for login in lines if login is not None]
     elif mode == 1:
         provider = atheris.FuzzedDataProvider(rest)
         genuine = GENUINE[provider.ConsumeIntInRange(0, len(GENUINE) - 1)]
