@@ -2,7 +2,10 @@
 
 A position is (device, inode, offset) plus a digest of the file's first
 bytes: inodes are reused after delete+create, so the digest tells a new
-file from the one we were reading.  It also finds where a rotated file went
+file from the one we were reading.  It also keeps what a restart needs to
+find a copytruncate copy made while we were stopped (the live file's mtime
+when we had read all of it, and the newest rotated sibling then: see
+:mod:`popbsmtp.sources.siblings`).  It also finds where a rotated file went
 (same inode under another name, or a copytruncate copy with the same head)
 so the rest of it can be read before the new file.
 """
@@ -15,7 +18,7 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
-HEAD_BYTES = 256
+from popbsmtp.sources.siblings import COMPRESSED, HEAD_BYTES, Newest
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Position:
     offset: int
     head_len: int
     head: str
+    mtime_ns: int = -1  # -1: unknown (a state file from before these fields)
+    newest: Optional[Newest] = None
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -39,7 +44,16 @@ class Position:
             offset=int(data["offset"]),
             head_len=int(data["head_len"]),
             head=str(data["head"]),
+            mtime_ns=int(data.get("mtime_ns", -1)),
+            newest=_newest(data.get("newest")),
         )
+
+
+def _newest(data: Any) -> Optional[Newest]:
+    if data is None:
+        return None
+    dev, ino, size, mtime, head = data  # ValueError/TypeError: a damaged state file
+    return (int(dev), int(ino), int(size), int(mtime), str(head))
 
 
 def head_digest(fd: int, length: int) -> str:
@@ -50,10 +64,13 @@ def head_digest(fd: int, length: int) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def position_of(path: str, fd: int, offset: int) -> Position:
+def position_of(
+    path: str, fd: int, offset: int, mtime_ns: int = -1, newest: Optional[Newest] = None
+) -> Position:
     info = os.fstat(fd)
     head_len = min(HEAD_BYTES, offset)
-    return Position(path, info.st_dev, info.st_ino, offset, head_len, head_digest(fd, head_len))
+    digest = head_digest(fd, head_len)
+    return Position(path, info.st_dev, info.st_ino, offset, head_len, digest, mtime_ns, newest)
 
 
 def same_file(position: Position, fd: int) -> bool:
@@ -80,7 +97,7 @@ def find_rotated(position: Position, directory: str) -> Optional[int]:
         return None
     by_head = None
     for name in names:
-        if name.endswith((".gz", ".bz2", ".xz", ".zst", ".lz4")):
+        if name.endswith(COMPRESSED):
             continue
         full = os.path.join(directory, name)
         try:

@@ -10,7 +10,10 @@ a list of lines.  ``stat()`` is the truth about rotation: a new inode at the pat
 means rename+create (the old file is drained first, and kept draining for a
 moment because syslog writes to it until it is told to reopen), a file
 shorter than our offset or with a different head means copytruncate (the
-copy is found and its rest read first).  A partial line longer than
+copy is found and its rest read first).  A copytruncate of a generation we
+read nothing of (offset 0: no head to match) shows only as a changed
+mtime/ctime; then the rotated siblings that are new since we last looked
+are read first (:mod:`popbsmtp.sources.siblings`).  A partial line longer than
 ``max_line_length`` is dropped (and counted) up to its newline so memory
 stays bounded; complete overlong lines inside a block are left to the
 consumer (``read()`` drops them, the matcher skips overlong candidates).
@@ -18,20 +21,16 @@ consumer (``read()`` drops them, the matcher skips overlong candidates).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional, Set, Tuple
 
-from popbsmtp.sources.position import (
-    HEAD_BYTES,
-    Position,
-    find_rotated,
-    position_of,
-    same_file,
-)
+from popbsmtp.sources.generation import Generation, TailStats
+from popbsmtp.sources.position import Position, find_rotated, position_of, same_file
+from popbsmtp.sources.siblings import Baseline, Siblings, devino, digest
+
+DevIno = Tuple[int, int]
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +38,6 @@ CHUNK = 1 << 20
 BUDGET = 32 << 20  # bytes per read_blocks() call: bounds memory when catching up
 RETIRE_AFTER = 2.0  # keep reading a rotated file this long after the new one has data
 RETIRE_MAX = 60.0
-
-
-@dataclass
-class _Open:
-    fd: int
-    offset: int
-    buf: bytes = b""
-    skipping: bool = False
-    retire_at: float = 0.0
-    head: bytes = b""  # the file's first bytes as we last saw them
-
-
-@dataclass
-class TailStats:
-    lines: int = 0
-    overlong: int = 0
-    rotations: int = 0
-    truncations: int = 0
-    errors: int = 0
-    last_error: str = ""
-    waiting: bool = field(default=False)
 
 
 class FileTail:
@@ -85,10 +63,11 @@ class FileTail:
         self.initial_offset = initial_offset
         self.stats = TailStats()
         self._saved = position
-        self._cur: Optional[_Open] = None
-        self._retired: List[_Open] = []
+        self._cur: Optional[Generation] = None
+        self._retired: List[Generation] = []
         self._budget = 0
         self._first_open = True
+        self._siblings = Siblings(path)
         self.more = False  # read_blocks() stopped at its budget: call it again
 
     @property
@@ -97,7 +76,9 @@ class FileTail:
         if self._cur is None:
             return self._saved
         try:
-            return position_of(self.path, self._cur.fd, self._cur.offset)
+            cur = self._cur
+            newest = self._siblings.newest
+            return position_of(self.path, cur.fd, cur.offset, cur.seen[0], newest)
         except OSError:
             return self._saved
 
@@ -125,10 +106,17 @@ class FileTail:
                 self._finish(old, blocks)
         if self._cur is None and not self._open_current(blocks):
             return blocks
-        assert self._cur is not None
-        if not self._head_intact(self._cur):
+        cur = self._cur
+        assert cur is not None
+        before = _fstat(cur.fd)
+        if before and cur.untouched and _times(before) != cur.seen:
+            base = self._siblings.baseline(cur.seen[0], cur.head)  # copied+truncated unseen?
+            self._read_copies(blocks, base, cur.fd)
+        if not cur.head_intact():
             self._truncated(blocks)  # rewritten in place: never read its middle as new
-        if self._drain(self._cur, blocks):
+        if self._drain(cur, blocks):
+            if before and cur.offset + len(cur.buf) >= before.st_size:
+                cur.seen = _times(before)  # later changes differ from this, even unread ones
             self._check_rotation(blocks)
         return blocks
 
@@ -155,9 +143,11 @@ class FileTail:
         if self.stats.waiting:
             log.info("%s appeared, following it", self.path)
             self.stats.waiting = False
-        self._cur = _Open(fd, self._resume_offset(fd, blocks))
+        info = os.fstat(fd)
+        self._cur = Generation(fd, self._resume_offset(fd, blocks), seen=_times(info))
         os.lseek(fd, self._cur.offset, os.SEEK_SET)
         self._saved = None
+        self._siblings.look()
         return True
 
     def _resume_offset(self, fd: int, blocks: List[bytes]) -> int:
@@ -167,20 +157,26 @@ class FileTail:
             # is new, and is read from its first byte.
             first, self._first_open = self._first_open, False
             return self.initial_offset(fd) if first and self.initial_offset else 0
-        if same_file(saved, fd):
+        mtime = os.fstat(fd).st_mtime_ns
+        if same_file(saved, fd) and (saved.offset or saved.mtime_ns in (-1, mtime)):
             return saved.offset
+        skip: Set[DevIno] = set()
         old = find_rotated(saved, os.path.dirname(self.path) or ".")
         if old is not None:
             log.info("%s was rotated while stopped; reading the rest of the old file", self.path)
-            entry = _Open(old, saved.offset)
+            skip.add(devino(old))
+            entry = Generation(old, saved.offset)
             os.lseek(old, saved.offset, os.SEEK_SET)
             self._drain(entry, blocks, bounded=False)
             self._finish(entry, blocks)
+        if saved.mtime_ns != -1:  # copytruncated while stopped, maybe more than once
+            base = self._siblings.after_restart(saved.mtime_ns, saved.newest)
+            self._read_copies(blocks, base, fd, skip)
         return 0
 
     # -- reading ---------------------------------------------------------
 
-    def _drain(self, entry: _Open, blocks: List[bytes], bounded: bool = True) -> bool:
+    def _drain(self, entry: Generation, blocks: List[bytes], bounded: bool = True) -> bool:
         """Read to the end of the file (True) or until the budget is spent (False)."""
         while not bounded or self._budget > 0:
             try:
@@ -191,34 +187,14 @@ class FileTail:
             if not data:
                 return True
             self._budget -= len(data)
-            self._take(entry, entry.buf + data, blocks)
+            entry.take(entry.buf + data, blocks, self.stats, self.max_line_length)
         self.more = True
         return False
 
-    def _take(self, entry: _Open, data: bytes, blocks: List[bytes]) -> None:
-        """Keep the complete lines of ``data`` as one block; hold back the rest."""
-        end = data.rfind(b"\n") + 1
-        block, entry.buf = data[:end], data[end:]
-        entry.offset += end
-        self.stats.lines += block.count(b"\n")
-        if entry.skipping and block:
-            entry.skipping = False
-            block = block[block.find(b"\n") + 1 :]  # the tail of an overlong line
-        if block:
-            blocks.append(block)
-        if len(entry.buf) > self.max_line_length:
-            # Drop the overlong partial now; skip the rest up to its newline.
-            if not entry.skipping:
-                self.stats.overlong += 1
-            entry.offset += len(entry.buf)
-            entry.buf = b""
-            entry.skipping = True
-
-    def _finish(self, entry: _Open, blocks: List[bytes]) -> None:
-        """A rotated file is done: its unterminated last line counts as a line."""
-        if entry.buf and not entry.skipping:
-            blocks.append(entry.buf + b"\n")
-            self.stats.lines += 1
+    def _finish(self, entry: Generation, blocks: List[bytes]) -> None:
+        """A rotated file or a copy is done: remember its head, close it."""
+        entry.finish(blocks, self.stats)
+        self._siblings.remember(entry.fd)
         os.close(entry.fd)
         if entry in self._retired:
             self._retired.remove(entry)
@@ -243,19 +219,8 @@ class FileTail:
         mine = os.fstat(cur.fd)
         if (at_path.st_dev, at_path.st_ino) != (mine.st_dev, mine.st_ino):
             self._rotated(blocks)
-        elif mine.st_size < cur.offset + len(cur.buf) or not self._head_intact(cur):
+        elif mine.st_size < cur.offset + len(cur.buf) or not cur.head_intact():
             self._truncated(blocks)
-
-    def _head_intact(self, cur: _Open) -> bool:
-        """False when the bytes before our offset changed (truncate + refill)."""
-        want = min(HEAD_BYTES, cur.offset)
-        if want == len(cur.head) == 0:
-            return True
-        data = os.pread(cur.fd, want, 0)
-        if not data.startswith(cur.head):
-            return False
-        cur.head = data
-        return True
 
     def _rotated(self, blocks: List[bytes]) -> None:
         cur = self._cur
@@ -275,16 +240,22 @@ class FileTail:
         cur = self._cur
         assert cur is not None
         self.stats.truncations += 1
-        digest = hashlib.sha1(cur.head, usedforsecurity=False).hexdigest() if cur.head else ""
-        saved = Position(self.path, -1, -1, cur.offset, len(cur.head), digest)
-        copy = find_rotated(saved, os.path.dirname(self.path) or ".")
+        copy: Optional[int] = None
+        skip: Set[DevIno] = set()
+        if cur.offset:  # the copy starts with the head we read; at offset 0 it is fresh
+            saved = Position(self.path, -1, -1, cur.offset, len(cur.head), digest(cur.head))
+            copy = find_rotated(saved, os.path.dirname(self.path) or ".")
+            self._siblings.heads.append(cur.head)
         if copy is not None:
-            entry = _Open(copy, cur.offset, cur.buf, cur.skipping)
+            skip.add(devino(copy))
+            entry = Generation(copy, cur.offset, cur.buf, cur.skipping)
             os.lseek(copy, cur.offset + len(cur.buf), os.SEEK_SET)
             self._drain(entry, blocks, bounded=False)
             self._finish(entry, blocks)
             log.info("%s was truncated (copytruncate); read the rest from its copy", self.path)
-        else:
+        # a held-back partial line at offset 0 is read again from its copy
+        base = self._siblings.baseline(cur.seen[0], cur.head)
+        if not self._read_copies(blocks, base, cur.fd, skip) and copy is None:
             log.warning(
                 "%s was truncated; lines after offset %d may be lost", self.path, cur.offset
             )
@@ -292,8 +263,34 @@ class FileTail:
         os.lseek(cur.fd, 0, os.SEEK_SET)
         self._drain(cur, blocks)
 
+    # -- copies of generations we never saw ------------------------------
+
+    def _read_copies(
+        self, blocks: List[bytes], base: Baseline, live: int, skip: Iterable[DevIno] = ()
+    ) -> int:
+        """Read whole the copies new since ``base``, oldest first; how many there were."""
+        retired = [devino(entry.fd) for entry in self._retired]
+        copies = self._siblings.fresh(base, live, [*skip, *retired])
+        for fd in copies:
+            log.info("%s was copied and truncated unseen; reading its copy", self.path)
+            entry = Generation(fd, 0)
+            self._drain(entry, blocks, bounded=False)
+            self._finish(entry, blocks)
+        return len(copies)
+
     def _error(self, message: str) -> None:
         self.stats.errors += 1
         if message != self.stats.last_error:
             log.error("%s", message)
         self.stats.last_error = message
+
+
+def _fstat(fd: int) -> Optional[os.stat_result]:
+    try:
+        return os.fstat(fd)
+    except OSError:
+        return None
+
+
+def _times(info: os.stat_result) -> Tuple[int, int]:
+    return (info.st_mtime_ns, info.st_ctime_ns)
