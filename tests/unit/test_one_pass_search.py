@@ -18,9 +18,9 @@ from popbsmtp.matcher import Matcher
 from popbsmtp.profiles import registry
 
 try:
-    from popbsmtp._needles import candidate_lines
+    from popbsmtp._needles import candidate_lines, newlines
 except ImportError as exc:  # pragma: no cover - reported as a failure below
-    candidate_lines = None
+    candidate_lines = newlines = None
     MISSING = f"popbsmtp._needles is not built ({exc}): run .ci/setup (gcc, python3-dev)"
 
 
@@ -116,3 +116,11 @@ def test_needles_of_every_profile_fit_the_one_pass_search():
     needles = matcher._needle_tuple
     assert 1 <= len(needles) <= 32
     assert all(len(n) >= 2 and not re.search(rb"\n", n) for n in needles)
+
+
+@settings(max_examples=500, deadline=None)
+@given(BLOCKS)
+def test_newlines_counts_like_bytes_count(block):
+    assert newlines is not None, MISSING
+    assert newlines(block) == block.count(b"\n")
+    assert newlines(block + b"\n" * 40) == block.count(b"\n") + 40
