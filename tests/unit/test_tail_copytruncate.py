@@ -30,6 +30,14 @@ def copytruncate(log: Path, rotate: int = 4, copy_name: str = "") -> Path:
     return copy
 
 
+def following_empty(log: Path) -> FileTail:
+    """A tail on an empty log that has read it once: offset 0, nothing to match a copy by."""
+    append_bytes(log, b"")
+    tail = FileTail(str(log))
+    assert tail.read() == []
+    return tail
+
+
 def saved(position: Position) -> Position:
     """The position as a restart reads it back from the state file."""
     return Position.from_json(json.loads(json.dumps(position.to_json())))
@@ -37,9 +45,7 @@ def saved(position: Position) -> Position:
 
 def test_empty_log_written_copied_and_truncated_before_a_read(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     append_bytes(log, b"login 1\n")
     copytruncate(log)
     assert os.path.getsize(log) == 0
@@ -52,9 +58,7 @@ def test_empty_log_written_copied_and_truncated_before_a_read(tmp_path):
 
 def test_copy_then_new_lines_in_the_truncated_log_oldest_first(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     append_bytes(log, b"before rotation\n")
     copytruncate(log)
     append_bytes(log, b"after rotation\n")
@@ -64,9 +68,7 @@ def test_copy_then_new_lines_in_the_truncated_log_oldest_first(tmp_path):
 
 def test_two_copytruncates_in_a_row_before_a_read(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     append_bytes(log, b"first generation\n")
     copytruncate(log)
     append_bytes(log, b"second generation\n")
@@ -91,9 +93,7 @@ def test_two_copytruncates_in_a_row_after_reading_part_of_the_log(tmp_path):
 def test_copy_overwriting_the_previous_copy_in_place(tmp_path):
     # shutil.copyfile onto an existing log.1 keeps its inode: only size/mtime change
     log, copy = tmp_path / "mail.log", tmp_path / "mail.log.1"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     for n in range(3):
         append_bytes(log, b"login %d\n" % n)
         shutil.copyfile(log, copy)
@@ -123,9 +123,7 @@ def test_copytruncate_with_nothing_new_reads_no_copy_again(tmp_path):
 
 def test_copy_still_being_written_is_not_read_twice(tmp_path):
     log, copy = tmp_path / "mail.log", tmp_path / "mail.log.1"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     append_bytes(log, b"a login line\n")
     append_bytes(copy, b"a login")  # logrotate is copying: the live file is intact
     assert tail.read() == [b"a login line"]
@@ -159,9 +157,7 @@ def test_rename_rotation_then_copytruncate_reads_each_line_once(tmp_path):
 
 def test_dateext_copy_is_found(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     append_bytes(log, b"login\n")
     copytruncate(log, copy_name="mail.log-20261127")
     assert tail.read() == [b"login"]
@@ -172,9 +168,7 @@ def test_symlinked_or_unrelated_siblings_are_never_read(tmp_path):
     log = tmp_path / "mail.log"
     secret = tmp_path / "secret"
     append_bytes(secret, b"not a log line\n")
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     os.symlink(secret, tmp_path / "mail.log.2")
     os.symlink(tmp_path / "missing", tmp_path / "mail.log.3")  # dangling
     append_bytes(tmp_path / "mail.log.lock", b"unrelated\n")
@@ -186,9 +180,7 @@ def test_symlinked_or_unrelated_siblings_are_never_read(tmp_path):
 
 def test_restart_at_offset_zero_after_a_copytruncate_while_stopped(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     position = saved(tail.position)
     tail.close()
     append_bytes(log, b"written while stopped\n")
@@ -206,9 +198,7 @@ def test_restart_at_offset_zero_after_a_copytruncate_while_stopped(tmp_path):
 
 def test_restart_after_a_handled_copytruncate_reads_no_copy_again(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     append_bytes(log, b"old login\n")
     copytruncate(log)
     assert tail.read() == [b"old login"]
@@ -265,9 +255,7 @@ def test_renamed_file_still_written_is_not_taken_for_a_copy(tmp_path):
 
 def test_a_restored_old_log_is_not_taken_for_a_copy(tmp_path):
     log = tmp_path / "mail.log"
-    append_bytes(log, b"")
-    tail = FileTail(str(log))
-    assert tail.read() == []
+    tail = following_empty(log)
     restored = tmp_path / "mail.log.9"
     append_bytes(restored, b"from last year\n")
     os.utime(restored, (1_600_000_000, 1_600_000_000))  # cp -p from a backup
