@@ -5,10 +5,16 @@ The log holds ``N`` login lines in the shape of the first example of
 ``--profile`` (default dovecot, whose logins open tracked sessions;
 teapop's do not), one per address; the daemon starts on it with no saved state,
 grants them all and writes them to its lmdb table.  Reported: the peak RSS
-(VmHWM, includes catching up with the log), the RSS once settled, and the
-table file size.  ``max_entries`` is raised above N for the run.
+(VmHWM, includes catching up with the log), the RSS once settled (and what
+it is made of: anonymous memory, mapped files such as the LMDB table), and
+the table file size.  ``max_entries`` is raised above N for the run.
 
-    memory.py [--grants 100000 1000000] [--profile dovecot]
+With ``--restart`` the daemon is then started again on its saved state (the
+position is at the end of the log, so it reads nothing): a second row with
+that start's peak, since loading a big snapshot and reconciling the table
+count towards the maximum RSS too.
+
+    memory.py [--grants 100000 1000000] [--profile dovecot] [--restart]
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import re
 import shutil
 import sys
 import time
-from typing import Dict, List
+from pathlib import Path
+from typing import Dict, List, Tuple
 
 from common import Daemon, emit, log, workdir, write_config
 from gen_maillog import Template, _template, stamp_text
@@ -55,54 +62,95 @@ def write_log(path: str, count: int, template: Template) -> None:
             )
 
 
-def measure(count: int, profile: str) -> Dict[str, object]:
+def measure(count: int, profile: str, restart: bool) -> List[Dict[str, object]]:
     directory = workdir(f"mem-{count}")
     try:
         write_log(str(directory / "mail.log"), count, shape(profile))
-        config = write_config(
-            directory,
-            grace="2h",
-            max_session="1s",
-            max_entries=count + 10,
-            log_level="warning",
-            profiles=profile,
-        )
-        daemon = Daemon(config).start(wait_ready=False)
-        table = directory / "pbs.lmdb"
-        deadline = time.monotonic() + 600
-        reader = None
-        while time.monotonic() < deadline:
-            if reader is None and table.exists():
-                reader = TableReader(str(table))
-            if reader is not None and reader.count() >= count:
-                break
-            time.sleep(0.2)
-        elapsed = time.monotonic() - daemon.started
-        time.sleep(3)  # let the post-batch state save run
-        peak, settled = daemon.max_rss_kib(), rss_now(daemon)
-        entries = reader.count() if reader else 0
-        if reader:
-            reader.close()
-        daemon.stop()
-        return {
-            "measure": f"memory, {count:,} active grants ({profile} logins)",
-            "value": f"peak RSS {peak / 1024:.0f} MiB, settled {settled / 1024:.0f} MiB",
-            "detail": f"table {os.path.getsize(table) / 1e6:.0f} MB ({entries:,} keys), "
-            + (
-                f"all granted {elapsed:.1f} s after start"
-                if entries >= count
-                else f"TIMED OUT: only {entries:,} granted after {elapsed:.0f} s"
-            ),
-        }
+        rows = [first_start(directory, count, profile)]
+        if restart:
+            rows.append(restarted(directory, count, profile))
+        return rows
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def rss_now(daemon: Daemon) -> int:
+def configure(directory: Path, count: int, profile: str, level: str) -> Path:
+    return write_config(
+        directory,
+        grace="2h",
+        max_session="1s",
+        max_entries=count + 10,
+        log_level=level,
+        profiles=profile,
+    )
+
+
+def first_start(directory: Path, count: int, profile: str) -> Dict[str, object]:
+    """No saved state: the daemon catches up with the whole log."""
+    daemon = Daemon(configure(directory, count, profile, "warning")).start(wait_ready=False)
+    table = directory / "pbs.lmdb"
+    deadline = time.monotonic() + 600
+    reader = None
+    while time.monotonic() < deadline:
+        if reader is None and table.exists():
+            reader = TableReader(str(table))
+        if reader is not None and reader.count() >= count:
+            break
+        time.sleep(0.2)
+    elapsed = time.monotonic() - daemon.started
+    time.sleep(3)  # let the post-batch state save run
+    figures = footprint(daemon)
+    entries = reader.count() if reader else 0
+    if reader:
+        reader.close()
+    daemon.stop()
+    return {
+        "measure": f"memory, {count:,} active grants ({profile} logins)",
+        "value": figures[0],
+        "detail": f"table {os.path.getsize(table) / 1e6:.0f} MB ({entries:,} keys), {figures[1]}, "
+        + (
+            f"all granted {elapsed:.1f} s after start"
+            if entries >= count
+            else f"TIMED OUT: only {entries:,} granted after {elapsed:.0f} s"
+        ),
+    }
+
+
+def restarted(directory: Path, count: int, profile: str) -> Dict[str, object]:
+    """The same daemon started again on its saved state (sessions are not saved)."""
+    state = directory / "state" / "state.json"
+    size = os.path.getsize(state)
+    # "following" is logged at info, once the state is loaded and the table reconciled.
+    daemon = Daemon(configure(directory, count, profile, "info")).start(wait_ready=True)
+    ready = time.monotonic() - daemon.started
+    time.sleep(3)
+    figures = footprint(daemon)
+    daemon.stop()
+    return {
+        "measure": f"memory, restart with {count:,} saved grants ({profile} logins)",
+        "value": figures[0],
+        "detail": f"state {size / 1e6:.0f} MB, {figures[1]}, following the log {ready:.1f} s "
+        "after start",
+    }
+
+
+def footprint(daemon: Daemon) -> Tuple[str, str]:
+    """(peak and settled RSS, what the settled RSS is made of) of a running daemon."""
+    peak, settled = daemon.max_rss_kib(), rss_now(daemon)
+    anon, mapped = rss_now(daemon, "RssAnon"), rss_now(daemon, "RssFile")
+    return (
+        f"peak RSS {peak / 1024:.0f} MiB, settled {settled / 1024:.0f} MiB",
+        f"settled = {anon / 1024:.0f} MiB heap + {mapped / 1024:.0f} MiB mapped files "
+        "(libraries, the LMDB table)",
+    )
+
+
+def rss_now(daemon: Daemon, field: str = "VmRSS") -> int:
+    """KiB of ``field`` in /proc/PID/status (RssAnon, RssFile: what the RSS is made of)."""
     assert daemon.proc is not None
     with open(f"/proc/{daemon.proc.pid}/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     return -1
 
@@ -111,11 +159,14 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--grants", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--profile", default="dovecot")
+    parser.add_argument(
+        "--restart", action="store_true", help="also start again on the saved state, and measure"
+    )
     args = parser.parse_args(argv)
-    rows = []
+    rows: List[Dict[str, object]] = []
     for count in args.grants:
         log(f"memory: {count} grants")
-        rows.append(measure(count, args.profile))
+        rows += measure(count, args.profile, args.restart)
         log(str(rows[-1]))
     emit(rows)
     return 0

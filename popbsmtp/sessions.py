@@ -20,19 +20,23 @@ longer grant from another rule stays as it is).  Open sessions are not part
 of the saved state: after a restart the service caps restored grants to
 ``grace`` (fail closed), and a still-open session needs a new login.
 
-Memory and time: an open session is one dict entry (a short string key, a
-tuple of the address and start times) and one heap entry; sessions older
-than ``max_session`` leave through the heap, so the work per login is
-O(log n) however many sessions are open.
+Memory and time: an open session is one entry in each of two dicts (its id
+as a 60-bit hash -> its address; the address -> its queue position) and one
+slot in the queue (id and start time, in a list and an array of doubles): no
+string key and no tuple per session, about 170 bytes.  Two ids that hash
+alike are treated as one id reused: the older session ends there (fail
+closed), none is ever held longer.  Sessions older than ``max_session`` leave
+from the head of the queue, so the work per login is O(1) amortised however
+many sessions are open.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import deque
+from array import array
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login
@@ -40,14 +44,15 @@ from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, Profile, registry
 
 log = logging.getLogger(__name__)
 
-# "profile\0kind\0id" (kind "ip", "session" or "pid"): one string, not a tuple
-# of three, because 100,000 open sessions each keep one.
-Key = str
-# An open session: (address, start, start, ...); kind "ip" can hold several.
-Entry = Tuple[Any, ...]
-# Stale queue entries (sessions closed by their logout) are dropped by a
-# rebuild once they outnumber the open sessions by this many.
+# A session id is hash((profile, kind, id)) cut to 60 bits (a 32-byte int;
+# kind "ip", "session" or "pid").  str hashes are salted per process, so a
+# collision cannot be aimed at, and it only ends a session early.
+SID_BITS = (1 << 60) - 1
+# Closed sessions stay in the queue until they reach its head; the queue is
+# rebuilt without them once they outnumber the open sessions by this many.
 PRUNE_EVERY = 1000
+# Aged-out queue entries are cut off its front in one go once this many.
+QUEUE_TRIM = 4096
 
 
 @dataclass
@@ -72,14 +77,18 @@ class SessionTracker:
         self._kinds: Dict[Tuple[str, str], str] = {}
         for profile in profiles if profiles is not None else registry().values():
             self._learn(profile)
-        self._open: Dict[Key, Entry] = {}
-        self._by_ip: Dict[str, Union[Key, Set[Key]]] = {}  # one key, or a set when several
-        # Every session opened, in log order (two deques: 16 bytes a session,
-        # not a tuple); log order is start order up to clock skew between hosts,
-        # which at worst delays forgetting a session by that skew.
-        self._order: Deque[Key] = deque()
-        self._starts: Deque[float] = deque()
-        self._count = 0  # open sessions (several per key of kind "ip")
+        self._open: Dict[int, str] = {}  # session id -> address
+        # address -> queue position of its open session, or a list of them, oldest first
+        self._held: Dict[str, Union[int, List[int]]] = {}
+        self._repeats: Dict[int, int] = {}  # id -> open sessions beyond one (kind "ip")
+        # The queue: every session opened, in log order (start order up to clock
+        # skew between hosts, which at worst delays forgetting a session by that
+        # skew).  Position p is index p - _base; a closed session's id is None.
+        self._sids: List[Optional[int]] = []
+        self._starts = array("d")
+        self._base = 0
+        self._head = 0  # index of the first entry not aged out yet
+        self._count = 0  # open sessions (several per id of kind "ip")
         self._floor: Dict[str, float] = {}  # untracked grants seen while sessions were open
         self._connects: Dict[Tuple[str, str], Tuple[Login, float]] = {}
         self._connect_heap: List[Tuple[float, str, str]] = []
@@ -123,83 +132,93 @@ class SessionTracker:
         """Record a (granted) login; return the expiry its grant should have."""
         assert login.ip is not None
         start = min(login.time, now)
-        key = self._key(login)
-        if key is None:
-            if login.ip in self._by_ip:
+        kind = self._kinds.get((login.profile, login.rule))
+        sid = self._sid(login, kind)
+        if sid is None:
+            if login.ip in self._held:
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
             return start + self.grace
         self._tick(now)
-        entry = self._open.get(key)
-        if entry is not None and self._kinds[(login.profile, login.rule)] != "ip":
-            # A reused process (Cyrus) or id: the previous session ended here.
-            self._end(key, entry, start, table, login)
-            entry = None
-        if entry is None:
-            self._open[key] = (login.ip, start)
-            self._index(login.ip, key)
-        else:
-            self._open[key] = entry + (start,)
-        self._order.append(key)
-        self._starts.append(start)
+        ip = self._open.get(sid)
+        # A reused process (Cyrus) or id: the previous session ended here.  Only
+        # kind "ip" keeps several sessions under one id, all of one address.
+        while ip is not None and (kind != "ip" or ip != login.ip):
+            self._end(sid, ip, start, table, login)
+            ip = self._open.get(sid)
+        self._add(sid, login.ip, start)
         self.stats.opened += 1
-        self._count += 1
         return start + self.max_session
 
     def logout(self, login: Login, now: float, table: GrantTable) -> Optional[str]:
         """Close the session ``login`` ends; return the address whose grace started."""
-        key = self._key(login)
-        entry = self._open.get(key) if key is not None else None
-        if key is None or entry is None:
+        sid = self._sid(login, self._kinds.get((login.profile, login.rule)))
+        ip = None if sid is None else self._open.get(sid)
+        if sid is None or ip is None:
             self.stats.unknown_logouts += 1
             return None
-        return self._end(key, entry, min(login.time, now), table, login)
+        return self._end(sid, ip, min(login.time, now), table, login)
 
-    def _key(self, login: Login) -> Optional[Key]:
-        kind = self._kinds.get((login.profile, login.rule))
+    @staticmethod
+    def _sid(login: Login, kind: Optional[str]) -> Optional[int]:
         if kind is None:
             return None
         ident = login.ip if kind == "ip" else login.session
-        return None if ident is None else f"{login.profile}\0{kind}\0{ident}"
+        return None if ident is None else hash((login.profile, kind, ident)) & SID_BITS
 
-    def _index(self, ip: str, key: Key) -> None:
-        keys = self._by_ip.get(ip)
-        if keys is None:
-            self._by_ip[ip] = key
-        elif isinstance(keys, set):
-            keys.add(key)
-        elif keys != key:
-            self._by_ip[ip] = {keys, key}
+    def _add(self, sid: int, ip: str, start: float) -> None:
+        """Open a session of ``sid`` for ``ip`` at the tail of the queue."""
+        pos = self._base + len(self._sids)
+        self._sids.append(sid)
+        self._starts.append(start)
+        self._count += 1
+        held = self._held.get(ip)
+        if held is None:
+            self._held[ip] = pos
+            self._open[sid] = ip
+            return
+        first = held[0] if isinstance(held, list) else held
+        kept = self._sids[first - self._base]
+        assert kept is not None
+        ip = self._open[kept]  # the str already kept, not a second copy of it
+        if isinstance(held, list):
+            held.append(pos)
+        else:
+            self._held[ip] = [held, pos]
+        if sid in self._open:
+            self._repeats[sid] = self._repeats.get(sid, 0) + 1
+        else:
+            self._open[sid] = ip
 
-    def _keys_of(self, ip: str) -> Tuple[Key, ...]:
-        keys = self._by_ip.get(ip)
-        if keys is None:
-            return ()
-        return tuple(keys) if isinstance(keys, set) else (keys,)
-
-    def _close(self, key: Key, entry: Entry) -> str:
-        """End the oldest session of ``key``; return its address."""
-        ip = str(entry[0])
+    def _close(self, sid: int, ip: str, pos: Optional[int] = None) -> None:
+        """End the session at ``pos``, or the oldest of ``sid``, of address ``ip``."""
+        held = self._held[ip]
+        base, sids = self._base, self._sids
+        if isinstance(held, list):
+            if pos is None:
+                pos = next(p for p in held if sids[p - base] == sid)
+            held.remove(pos)
+            if len(held) == 1:
+                self._held[ip] = held[0]
+        else:
+            pos = held
+            del self._held[ip]
+        sids[pos - base] = None
+        repeats = self._repeats.get(sid, 0)
+        if repeats > 1:
+            self._repeats[sid] = repeats - 1
+        elif repeats:
+            del self._repeats[sid]
+        else:
+            del self._open[sid]
         self.stats.closed += 1
         self._count -= 1
-        if len(entry) > 2:
-            self._open[key] = (ip,) + entry[2:]
-            return ip
-        del self._open[key]
-        keys = self._by_ip.get(ip)
-        if isinstance(keys, set):
-            keys.discard(key)
-            if len(keys) == 1:
-                self._by_ip[ip] = next(iter(keys))
-        elif keys == key:
-            del self._by_ip[ip]
-        return ip
 
-    def _end(self, key: Key, entry: Entry, ended: float, table: GrantTable, login: Login) -> str:
-        """Close the oldest session of ``key`` at ``ended`` and settle its address."""
+    def _end(self, sid: int, ip: str, ended: float, table: GrantTable, login: Login) -> str:
+        """Close the oldest session of ``sid`` at ``ended`` and settle its address."""
         # The expiry this tracker set for the address: the hold of its newest
         # open session (sessions leave oldest first, so no older one is higher).
-        held = self._hold_of(str(entry[0]))
-        ip = self._close(key, entry)
+        held = self._hold_of(ip)
+        self._close(sid, ip)
         self._settle(ip, ended, table, login, held)
         return ip
 
@@ -207,7 +226,7 @@ class SessionTracker:
         """Set ``ip``'s grant to what its remaining sessions and grace need."""
         target = max(ended + self.grace, self._floor.get(ip, 0.0), self._hold_of(ip))
         grant = table.get(ip)
-        if ip not in self._by_ip:
+        if ip not in self._held:
             self._floor.pop(ip, None)
         if grant is None:
             return  # refused, expired or removed by request: nothing to extend
@@ -216,30 +235,58 @@ class SessionTracker:
         table.grant(ip, target, login.profile, login.rule)
 
     def _hold_of(self, ip: str) -> float:
-        starts = [s for key in self._keys_of(ip) for s in self._open[key][1:]]
-        return max(starts) + self.max_session if starts else 0.0
+        held = self._held.get(ip)
+        if held is None:
+            return 0.0
+        starts, base = self._starts, self._base
+        if isinstance(held, list):
+            return max(starts[p - base] for p in held) + self.max_session
+        return starts[held - base] + self.max_session
 
     def _tick(self, now: float) -> None:
         """Forget sessions and connects older than ``max_session`` (bounded memory)."""
         limit = now - self.max_session
-        order, starts = self._order, self._starts
-        while starts and starts[0] <= limit:
-            key, _ = order.popleft(), starts.popleft()
-            entry = self._open.get(key)
-            if entry is not None and entry[1] <= limit:  # else closed by its logout
+        sids, starts = self._sids, self._starts
+        head, end = self._head, len(sids)
+        while head < end and starts[head] <= limit:
+            sid = sids[head]
+            if sid is not None:  # else closed by its logout
+                ip = self._open[sid]
                 self.stats.expired += 1
-                ip = self._close(key, entry)
-                if ip not in self._by_ip:
+                self._close(sid, ip, self._base + head)
+                if ip not in self._held:
                     self._floor.pop(ip, None)
-        if len(order) > 2 * self._count + PRUNE_EVERY:
+            head += 1
+        self._head = head
+        if head >= QUEUE_TRIM and 2 * head >= end:
+            del sids[:head], starts[:head]
+            self._base += head
+            self._head = 0
+        if end - head > 2 * self._count + PRUNE_EVERY:
             self._compact()
         self._expire_connects(limit)
 
     def _compact(self) -> None:
         """Rebuild the queue from the open sessions: drops entries of closed ones."""
-        pairs = sorted((s, key) for key, entry in self._open.items() for s in entry[1:])
-        self._order = deque(key for _, key in pairs)
-        self._starts = deque(s for s, _ in pairs)
+        sids, starts, base = self._sids, self._starts, self._base
+        # New positions above every old one, so none is mistaken for another.
+        fresh = base + len(sids)
+        kept: List[Optional[int]] = []
+        kept_starts = array("d")
+        for index in range(self._head, len(sids)):
+            sid = sids[index]
+            if sid is None:
+                continue
+            pos = fresh + len(kept)
+            ip = self._open[sid]
+            held = self._held[ip]
+            if isinstance(held, list):
+                held[held.index(base + index)] = pos
+            else:
+                self._held[ip] = pos
+            kept.append(sid)
+            kept_starts.append(starts[index])
+        self._sids, self._starts, self._base, self._head = kept, kept_starts, fresh, 0
 
     def _expire_connects(self, limit: float) -> None:
         heap = self._connect_heap
@@ -251,3 +298,7 @@ class SessionTracker:
 
     def open_sessions(self) -> int:
         return self._count
+
+    def queued(self) -> int:
+        """Queue entries held (open sessions and closed ones not yet dropped)."""
+        return len(self._sids) - self._head

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import pytest
 from support import append, rfc3339, write_config
 
-from popbsmtp import config
+from popbsmtp import config, sessions
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login
 from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, registry
@@ -195,3 +195,96 @@ CAPTURED_LOGOUT = (
     "pop3(alice)<26052><BfLevjthna1/AAAF>: Disconnected: Logged out top=0/0, retr=0/0, del=0/0, "
     "size=0"
 )
+
+
+# -- the compact store: ids hashed to ints, a queue of (id, start), positions per address --
+
+
+def test_sessions_ending_in_any_order_keep_the_newest_open_hold() -> None:
+    tracker, table = make()
+    ip = "192.0.2.8"
+    for n, start in enumerate([100, 200, 300]):
+        login(tracker, table, ev("dovecot", "login", LOGIN, start, ip, f"S{n}"), start)
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 310, None, "S2"), 310, table)  # newest first
+    assert table.get(ip).expires == 200 + MAX  # type: ignore[union-attr]
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 320, None, "S0"), 320, table)
+    assert table.get(ip).expires == 200 + MAX  # type: ignore[union-attr]
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 330, None, "S1"), 330, table)
+    assert table.get(ip).expires == 330 + GRACE  # type: ignore[union-attr]
+    assert tracker.open_sessions() == 0
+    # Ended sessions are unknown now: a repeated logout changes nothing.
+    assert tracker.logout(ev("dovecot", "logout", LOGOUT, 340, None, "S1"), 340, table) is None
+    assert tracker.stats.unknown_logouts == 1
+    assert table.get(ip).expires == 330 + GRACE  # type: ignore[union-attr]
+
+
+def test_logout_of_a_session_forgotten_at_max_session_is_unknown() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100)
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100 + MAX, "192.0.2.2", "S2"), 100 + MAX)
+    assert tracker.stats.expired == 1 and tracker.open_sessions() == 1
+    late = ev("dovecot", "logout", LOGOUT, 101 + MAX, None, "S1")
+    assert tracker.logout(late, 101 + MAX, table) is None
+    assert tracker.stats.unknown_logouts == 1
+
+
+def test_clock_going_back_neither_forgets_nor_lengthens_sessions() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 5000, "192.0.2.1", "S1"), 5000)
+    # The clock jumps back an hour: a login "from the future" starts at now, not later.
+    now = 5000 - 3600
+    assert login(tracker, table, ev("dovecot", "login", LOGIN, 5000, "192.0.2.2", "S2"), now) == (
+        now + MAX
+    )
+    assert tracker.open_sessions() == 2  # S1 is not forgotten by the jump
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 5001, None, "S1"), now, table)
+    assert table.get("192.0.2.1").expires == now + GRACE  # type: ignore[union-attr]
+
+
+def test_a_hash_collision_only_ever_ends_a_session_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions, "SID_BITS", 0)  # every session id collides
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 100, "192.0.2.1", "S1"), 100)
+    login(tracker, table, ev("dovecot", "login", LOGIN, 200, "192.0.2.2", "S2"), 200)
+    assert table.get("192.0.2.1").expires == 200 + GRACE  # type: ignore[union-attr]
+    assert table.get("192.0.2.2").expires == 200 + MAX  # type: ignore[union-attr]
+    # S1's logout (already ended) is taken for S2's: S2 ends early, never later.
+    assert tracker.logout(ev("dovecot", "logout", LOGOUT, 300, None, "S1"), 300, table)
+    assert table.get("192.0.2.2").expires == 300 + GRACE  # type: ignore[union-attr]
+    # Kind "ip" keeps several sessions under one id, but never across addresses.
+    login(tracker, table, ev("courier", "login", LOGIN, 400, "192.0.2.3"), 400)
+    login(tracker, table, ev("courier", "login", LOGIN, 410, "192.0.2.4"), 410)
+    assert table.get("192.0.2.3").expires == 410 + GRACE  # type: ignore[union-attr]
+    assert tracker.open_sessions() == 1
+
+
+def test_the_queue_stays_bounded_while_sessions_come_and_go() -> None:
+    tracker, table = make()
+    now = 0.0
+    for n in range(20 * PRUNE_EVERY):
+        now += 0.5
+        ip = f"10.0.{n % 200 // 100}.{n % 100}"  # 200 addresses, several sessions each
+        login(tracker, table, ev("dovecot", "login", LOGIN, now, ip, f"S{n}"), now)
+        if n % 10:  # nine in ten log out
+            tracker.logout(ev("dovecot", "logout", LOGOUT, now, None, f"S{n}"), now, table)
+    assert tracker.open_sessions() == 2 * PRUNE_EVERY - tracker.stats.expired
+    assert tracker.queued() <= 2 * tracker.open_sessions() + PRUNE_EVERY
+    for n in range(0, 20 * PRUNE_EVERY, 10):  # the rest log out, in order
+        tracker.logout(ev("dovecot", "logout", LOGOUT, now, None, f"S{n}"), now, table)
+    assert tracker.open_sessions() == 0
+    login(tracker, table, ev("dovecot", "login", LOGIN, now, "192.0.2.1", "last"), now)
+    assert tracker.queued() <= 1 + PRUNE_EVERY
+
+
+def test_session_hold_survives_queue_compaction() -> None:
+    tracker, table = make()
+    login(tracker, table, ev("dovecot", "login", LOGIN, 10, "192.0.2.1", "keep"), 10)
+    login(tracker, table, ev("dovecot", "login", LOGIN, 11, "192.0.2.1", "keep2"), 11)
+    for n in range(3 * PRUNE_EVERY):  # churn enough to rebuild the queue
+        login(tracker, table, ev("dovecot", "login", LOGIN, 20, "192.0.2.2", f"C{n}"), 20)
+        tracker.logout(ev("dovecot", "logout", LOGOUT, 20, None, f"C{n}"), 20, table)
+    assert tracker.queued() < PRUNE_EVERY + 10
+    tracker.logout(ev("dovecot", "logout", LOGOUT, 30, None, "keep2"), 30, table)
+    assert table.get("192.0.2.1").expires == 10 + MAX  # type: ignore[union-attr]
+    assert tracker.logout(ev("dovecot", "logout", LOGOUT, 40, None, "keep"), 40, table)
+    assert table.get("192.0.2.1").expires == 40 + GRACE  # type: ignore[union-attr]
