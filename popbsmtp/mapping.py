@@ -109,7 +109,7 @@ class MapKeeper:
     def _disagrees(self, table: GrantTable) -> bool:
         try:
             assert self.writer is not None
-            differs = self.writer.keys() != table.keys()
+            differs = self.writer.differs(table.keys())
         except MapError:
             return True
         if differs:

@@ -75,6 +75,10 @@ class MapWriter(ABC):
     def keys(self) -> Set[str]:
         """Read back the keys the table holds now."""
 
+    def differs(self, keys: Collection[str]) -> bool:
+        """True unless the table holds exactly ``keys`` (a set or a dict's keys view)."""
+        return self.keys() != set(keys)
+
     def healthy(self) -> bool:
         """False when the table file vanished or was replaced behind our back."""
         return True

@@ -18,7 +18,7 @@ import os
 import stat
 import tempfile
 import threading
-from typing import Collection, Iterator, Optional, Set
+from typing import Callable, Collection, Iterator, Optional, Set, Union
 
 import lmdb
 
@@ -113,13 +113,52 @@ class Writer(MapWriter):
         if not add and not remove:
             return
         value = self.value.encode() + b"\0"
+
+        def change(txn: lmdb.Transaction) -> None:
+            for key in remove:
+                txn.delete(key.lower().encode() + b"\0")
+            for key in add:
+                txn.put(key.lower().encode() + b"\0", value)
+
+        self._write(change)
+
+    def replace(self, keys: Collection[str]) -> None:
+        """Exactly ``keys``, streamed: no set of every key, on either side, in memory.
+
+        One transaction deletes what the grants lack and puts what the table
+        lacks or holds with another value (``map_value`` changed); at a
+        million grants a set of the table's keys would double the daemon's
+        memory for the moment of the reconcile.
+        """
+        value = self.value.encode() + b"\0"
+
+        def change(txn: lmdb.Transaction) -> None:
+            stale = [k for k in txn.cursor().iternext(values=False) if _text(k) not in keys]
+            for raw in stale:
+                txn.delete(raw)
+            for key in keys:
+                raw = key.lower().encode() + b"\0"
+                if txn.get(raw) != value:
+                    txn.put(raw, value)
+
+        self._write(change)
+
+    def differs(self, keys: Collection[str]) -> bool:
+        """The same comparison as :meth:`keys` ``!= keys``, streamed (see :meth:`replace`)."""
+        try:
+            with self._locked(exclusive=False) as env, env.begin() as txn:
+                if txn.stat()["entries"] != len(keys):
+                    return True
+                return any(_text(k) not in keys for k in txn.cursor().iternext(values=False))
+        except (OSError, lmdb.Error) as exc:
+            raise MapError(f"reading {self.filename} failed: {exc}") from None
+
+    def _write(self, change: Callable[[lmdb.Transaction], None]) -> None:
+        """Run ``change`` in one write transaction under Postfix's lock, growing the map."""
         for _ in range(_MAX_GROWTHS):
             try:
                 with self._locked(exclusive=True) as env, env.begin(write=True) as txn:
-                    for key in remove:
-                        txn.delete(key.lower().encode() + b"\0")
-                    for key in add:
-                        txn.put(key.lower().encode() + b"\0", value)
+                    change(txn)
                 return
             except lmdb.MapFullError:
                 self._grow()
@@ -138,10 +177,7 @@ class Writer(MapWriter):
     def keys(self) -> Set[str]:
         try:
             with self._locked(exclusive=False) as env, env.begin() as txn:
-                return {
-                    k.rstrip(b"\0").decode("ascii", "replace")
-                    for k in txn.cursor().iternext(values=False)
-                }
+                return {_text(k) for k in txn.cursor().iternext(values=False)}
         except (OSError, lmdb.Error) as exc:
             raise MapError(f"reading {self.filename} failed: {exc}") from None
 
@@ -161,3 +197,8 @@ class Writer(MapWriter):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _text(raw: Union[bytes, memoryview]) -> str:
+    """A stored key as the grant table spells it (Postfix stores it with its NUL)."""
+    return bytes(raw).rstrip(b"\0").decode("ascii", "replace")

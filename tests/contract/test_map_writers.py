@@ -92,6 +92,33 @@ done
 """
 
 
+def test_replace_and_differs_take_the_grant_tables_live_view(writer):
+    """The reconcile path: exactly the grants, stale keys gone, a changed value rewritten."""
+    writer.replace(["192.0.2.1", "192.0.2.2"])
+    grants = {"192.0.2.2": 1.0, "2001:db8::3": 2.0}
+    view = grants.keys()
+    assert writer.differs(view)
+    writer.replace(view)
+    writer.flush()
+    assert not writer.differs(view)
+    assert writer.keys() == set(view)
+    assert postmap_query("192.0.2.1", table(writer)) is None
+    assert postmap_query("2001:db8::3", table(writer)) == "OK"
+    writer.replace(["192.0.2.4", "2001:db8::3"])  # same count, another key
+    assert writer.differs(view)
+    writer.close()
+    again = open_writer(writer.spec, "PERMIT", MapOptions(), _method(writer))
+    try:
+        again.replace(view)
+        again.flush()
+        assert not again.differs(view)
+        assert postmap_query("192.0.2.2", table(again)) == "PERMIT"
+        assert postmap_query("2001:db8::3", table(again)) == "PERMIT"
+        assert postmap_query("192.0.2.4", table(again)) is None
+    finally:
+        again.close()
+
+
 def test_reader_never_sees_error_or_wrong_answer(writer, pf_tmp):
     writer.replace([STABLE])
     work = pf_tmp / "reader"
