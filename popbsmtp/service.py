@@ -53,7 +53,7 @@ WINDOW_SLACK = 300.0  # log lines are only nearly in time order
 PUBLISH_PENDING = 10_000
 # Bytes of log per read while catching up: each 1 MiB block in flight costs
 # its Login objects too, and glibc keeps what a big batch once took.
-READ_BUDGET = 4 << 20
+READ_BUDGET = 1 << 20
 # What SIGHUP applies to a running daemon; other changed options wait for a restart.
 RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level")
 

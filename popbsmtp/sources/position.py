@@ -12,13 +12,12 @@ so the rest of it can be read before the new file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
-from popbsmtp.sources.siblings import COMPRESSED, HEAD_BYTES, Newest
+from popbsmtp.sources.siblings import COMPRESSED, HEAD_BYTES, Newest, digest
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def head_digest(fd: int, length: int) -> str:
     data = os.pread(fd, length, 0)
     if len(data) < length:
         return ""
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+    return digest(data)
 
 
 def position_of(

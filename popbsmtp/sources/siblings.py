@@ -17,13 +17,12 @@ file's mtime/ctime), does not read the copies, and ignores compressed ones.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import stat
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 HEAD_BYTES = 256
 KNOWN_HEADS = 32  # first bytes of the last generations read: never read them again
@@ -51,8 +50,18 @@ class Baseline:
     heads: Tuple[bytes, ...] = ()
 
 
+try:  # CPython's own SHA-1: hashlib would load OpenSSL (3.6 MiB of RSS) for this alone
+    from _sha1 import sha1 as _sha1
+except ImportError:  # a build without it (some distributions keep only OpenSSL's)
+    import hashlib
+
+    def _sha1(data: bytes) -> Any:
+        return hashlib.sha1(data, usedforsecurity=False)
+
+
 def digest(data: bytes) -> str:
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+    """Hex SHA-1 of a file's first bytes: identifies a generation of the log, no secret."""
+    return _sha1(data).hexdigest()
 
 
 def _names(path: str) -> List[str]:

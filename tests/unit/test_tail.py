@@ -129,3 +129,10 @@ def test_overlong_lines_are_counted_and_skipped(tmp_path):
     append_bytes(log, b"y" * 30 + b"\nafter\n")
     assert tail.read() == [b"after"]
     assert tail.stats.overlong == 2
+
+
+def test_head_digest_is_sha1_so_saved_positions_stay_valid():
+    """Positions saved by any version hold SHA-1 hex digests of the log's first bytes."""
+    from popbsmtp.sources.siblings import digest
+
+    assert digest(b"abc") == "a9993e364706816aba3e25717850c26c9cd0d89d"
