@@ -14,7 +14,12 @@ position is at the end of the log, so it reads nothing): a second row with
 that start's peak, since loading a big snapshot and reconciling the table
 count towards the maximum RSS too.
 
-    memory.py [--grants 100000 1000000] [--profile dovecot] [--restart]
+With ``--logouts`` (dovecot only) every login is followed by its logout:
+the sessions are closed and each address keeps its grant for ``grace``, the
+usual state of a server whose users fetch their mail and leave; without it
+every session stays open (the worst case: one open session per grant).
+
+    memory.py [--grants 100000 1000000] [--profile dovecot] [--restart] [--logouts]
 """
 
 from __future__ import annotations
@@ -47,28 +52,35 @@ def shape(profile: str) -> Template:
     raise SystemExit(f"profile {profile} has no plain IPv4 login example")
 
 
-def write_log(path: str, count: int, template: Template) -> None:
+def write_log(path: str, count: int, template: Template, logouts: bool = False) -> None:
     """One login per address; a Dovecot-style session id is made unique per line."""
     now = time.time()
     tail = re.sub(r"session=<[^>]*>", "session=<M{n:015d}>", template.tail.replace("{", "{{"))
+    prefix = template.head[: template.head.index(": ") + 2]  # "mail dovecot: "
+
+    def lines(n: int) -> str:
+        stamp = stamp_text(now - count / 1000 + n / 1000, "rfc3339")
+        login = f"{stamp} {template.head}{address(n + 1)}{tail.format(n=n)}\n"
+        if not logouts:
+            return login
+        return login + (
+            f"{stamp} {prefix}imap(user{n})<{n % 60000 + 1}><M{n:015d}>: "
+            "Disconnected: Logged out in=12 out=477 deleted=0 expunged=0 trashed=0\n"
+        )
+
     with open(path, "w") as handle:
         for start in range(0, count, 10_000):
-            handle.write(
-                "".join(
-                    f"{stamp_text(now - count / 1000 + n / 1000, 'rfc3339')} "
-                    f"{template.head}{address(n + 1)}{tail.format(n=n)}\n"
-                    for n in range(start, min(count, start + 10_000))
-                )
-            )
+            handle.write("".join(lines(n) for n in range(start, min(count, start + 10_000))))
 
 
-def measure(count: int, profile: str, restart: bool) -> List[Dict[str, object]]:
+def measure(count: int, profile: str, restart: bool, logouts: bool) -> List[Dict[str, object]]:
     directory = workdir(f"mem-{count}")
     try:
-        write_log(str(directory / "mail.log"), count, shape(profile))
-        rows = [first_start(directory, count, profile)]
+        write_log(str(directory / "mail.log"), count, shape(profile), logouts)
+        kind = f"{profile} logins" + (" and logouts" if logouts else "")
+        rows = [first_start(directory, count, profile, kind)]
         if restart:
-            rows.append(restarted(directory, count, profile))
+            rows.append(restarted(directory, count, profile, kind))
         return rows
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -85,7 +97,7 @@ def configure(directory: Path, count: int, profile: str, level: str) -> Path:
     )
 
 
-def first_start(directory: Path, count: int, profile: str) -> Dict[str, object]:
+def first_start(directory: Path, count: int, profile: str, kind: str) -> Dict[str, object]:
     """No saved state: the daemon catches up with the whole log."""
     daemon = Daemon(configure(directory, count, profile, "warning")).start(wait_ready=False)
     table = directory / "pbs.lmdb"
@@ -105,7 +117,7 @@ def first_start(directory: Path, count: int, profile: str) -> Dict[str, object]:
         reader.close()
     daemon.stop()
     return {
-        "measure": f"memory, {count:,} active grants ({profile} logins)",
+        "measure": f"memory, {count:,} active grants ({kind})",
         "value": figures[0],
         "detail": f"table {os.path.getsize(table) / 1e6:.0f} MB ({entries:,} keys), {figures[1]}, "
         + (
@@ -116,7 +128,7 @@ def first_start(directory: Path, count: int, profile: str) -> Dict[str, object]:
     }
 
 
-def restarted(directory: Path, count: int, profile: str) -> Dict[str, object]:
+def restarted(directory: Path, count: int, profile: str, kind: str) -> Dict[str, object]:
     """The same daemon started again on its saved state (sessions are not saved)."""
     state = directory / "state" / "state.json"
     size = os.path.getsize(state)
@@ -127,7 +139,7 @@ def restarted(directory: Path, count: int, profile: str) -> Dict[str, object]:
     figures = footprint(daemon)
     daemon.stop()
     return {
-        "measure": f"memory, restart with {count:,} saved grants ({profile} logins)",
+        "measure": f"memory, restart with {count:,} saved grants ({kind})",
         "value": figures[0],
         "detail": f"state {size / 1e6:.0f} MB, {figures[1]}, following the log {ready:.1f} s "
         "after start",
@@ -162,11 +174,16 @@ def main(argv: List[str]) -> int:
     parser.add_argument(
         "--restart", action="store_true", help="also start again on the saved state, and measure"
     )
+    parser.add_argument(
+        "--logouts", action="store_true", help="dovecot: each login followed by its logout"
+    )
     args = parser.parse_args(argv)
+    if args.logouts and args.profile != "dovecot":
+        parser.error("--logouts writes Dovecot logout lines: use it with --profile dovecot")
     rows: List[Dict[str, object]] = []
     for count in args.grants:
         log(f"memory: {count} grants")
-        rows += measure(count, args.profile, args.restart)
+        rows += measure(count, args.profile, args.restart, args.logouts)
         log(str(rows[-1]))
     emit(rows)
     return 0
