@@ -29,9 +29,7 @@ def pf_tmp():
 
 
 def pytest_addoption(parser):
-    parser.addoption(
-        "--slow", action="store_true", help="long variants (also env POPBSMTP_LONG=1)"
-    )
+    parser.addoption("--slow", action="store_true", help="long variants (also env POPBSMTP_LONG=1)")
 
 
 @pytest.fixture(autouse=True)
