@@ -160,7 +160,7 @@ class Matcher:
 
     def match_envelope(self, envelope: Envelope) -> Optional[Login]:
         for check in self._by_program.get(envelope.program, ()):
-            if check.pid is not None and check.pid != (envelope.pid is not None):
+            if not check.accepts_pid(envelope.pid):
                 continue  # wrong tag shape: forged, or not this server
             found = check.fullmatch(envelope.message)
             if found is None:
@@ -185,7 +185,7 @@ class _Check(NamedTuple):
     """One rule as the per-line loop uses it: everything looked up once."""
 
     fullmatch: Callable[[str], Optional[re.Match]]
-    pid: Optional[bool]  # Rule.pid: the syslog tag shape check
+    accepts_pid: Callable[[Optional[int]], bool]  # Rule.accepts_pid: the tag shape check
     profile: Profile
     rule: Rule
     rule_id: str
@@ -196,7 +196,7 @@ class _Check(NamedTuple):
 def _check(profile: Profile, rule: Rule) -> _Check:
     groups = rule.regex.groupindex
     return _Check(
-        rule.regex.fullmatch, rule.pid, profile, rule, f"{profile.name}/{rule.name}",
+        rule.regex.fullmatch, rule.accepts_pid, profile, rule, f"{profile.name}/{rule.name}",
         "ip" in groups, "session" in groups,
     )  # fmt: skip
 
