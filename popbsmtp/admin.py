@@ -58,7 +58,7 @@ def _offline(settings: Settings, request: Dict[str, Any]) -> None:
     for _path, queued in pending:
         apply_request(table, queued, now, settings.grace)
     apply_request(table, request, now, settings.grace)
-    state.save(Snapshot(table.rows(), snap.position, snap.extra))
+    state.save(Snapshot(table.iter_rows(), snap.position, snap.extra))
     for path, _ in pending:
         control.done(path)
     writer = writer_for(settings)

@@ -276,9 +276,6 @@ class GrantTable:
         """The granted keys: a live view, not a copy (1,000,000 keys are 40 MB as a set)."""
         return self._expires.keys()
 
-    def rows(self) -> List[Tuple[str, float, str, str]]:
-        return list(self.iter_rows())
-
     def iter_rows(self) -> Iterator[Tuple[str, float, str, str]]:
         """The grants as state rows, one at a time (a snapshot streams them)."""
         rules, who = self._rules, self._who
