@@ -208,24 +208,20 @@ def _dovecot(line: str, now: float) -> Optional[Envelope]:
     return None
 
 
-def _qpopper(line: str, now: float) -> Optional[Envelope]:
-    match = _QPOPPER.match(line)
-    if match is None:
-        return None
-    stamp = _dated(match)
-    if stamp is None:
-        return None
-    return Envelope(stamp, "", "popper", int(match.group("pid")), line[match.end() :])
+def _own_file(regex: re.Pattern[str], program: str, has_pid: bool) -> Splitter:
+    """A server's own log file with dated stamps (qpopper's trace, Apple's log)."""
 
+    def split(line: str, now: float) -> Optional[Envelope]:
+        match = regex.match(line)
+        if match is None:
+            return None
+        stamp = _dated(match)
+        if stamp is None:
+            return None
+        pid = int(match.group("pid")) if has_pid else None
+        return Envelope(stamp, "", program, pid, line[match.end() :])
 
-def _apple(line: str, now: float) -> Optional[Envelope]:
-    match = _APPLE.match(line)
-    if match is None:
-        return None
-    stamp = _dated(match)
-    if stamp is None:
-        return None
-    return Envelope(stamp, "", "AppleMailServer", None, line[match.end() :])
+    return split
 
 
 # The Dovecot check comes before rfc3164 on purpose: both start with a BSD stamp.
@@ -235,8 +231,8 @@ _SPLITTERS: Dict[str, Splitter] = {
     "rfc3339": _syslog(_RFC3339, iso=True),
     "rfc5424": _rfc5424,
     "dovecot": _dovecot,
-    "qpopper": _qpopper,
-    "apple": _apple,
+    "qpopper": _own_file(_QPOPPER, "popper", has_pid=True),
+    "apple": _own_file(_APPLE, "AppleMailServer", has_pid=False),
 }
 
 
