@@ -34,7 +34,7 @@ from popbsmtp.sessions import SessionTracker
 from popbsmtp.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
-from popbsmtp.sources.window import window_start
+from popbsmtp.sources.window import grace_start
 from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.syslog import EnvelopeParser
 
@@ -45,7 +45,6 @@ SAVE_INTERVAL = 1.0
 # waits meanwhile: save at most this share of the time.  Safe, because the
 # position is saved with the grants: after a crash the log is re-read from it.
 SAVE_SHARE = 0.01
-WINDOW_SLACK = 300.0  # log lines are only nearly in time order
 # Catching up with a big log publishes every this many pending map changes,
 # and hands freed memory back then: the pending sets and an LMDB write
 # transaction stay small, and glibc does not keep what the batch churned
@@ -293,22 +292,8 @@ class Service:
                 return got
 
     def _window_start(self, fd: int) -> int:
-        """No saved position: skip what is too old to grant (plus slack for disorder).
-
-        Only the last ``grace`` counts, as after a restart with a position:
-        sessions are not kept across restarts (fail closed), so a session
-        opened earlier and still open needs a new login — and a start never
-        reads a day of log.
-        """
-        now = self.clock()
-        parser = self.matcher.parser
-        window = self.settings.grace
-
-        def stamp(line: bytes) -> Optional[float]:
-            envelope = parser.parse(line.decode("utf-8", "replace"), now)
-            return None if envelope is None else envelope.time
-
-        return window_start(fd, stamp, now - window - WINDOW_SLACK)
+        """No saved position: skip what is too old to grant (:func:`grace_start`)."""
+        return grace_start(fd, self.matcher.parser, self.clock(), self.settings.grace)
 
     def _cap_expiries(self, now: float) -> None:
         """After the clock went back, no grant may outlive what ``now`` allows.

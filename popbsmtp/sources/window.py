@@ -8,7 +8,9 @@ some 30 small reads for a 1 GB log instead of reading all of it.
 
 Logs are only nearly sorted (several writers, clock steps), so the caller
 asks for a cut-off with some slack; lines whose envelope cannot be parsed
-are stepped over.  This module never decides what a line means.
+are stepped over (:func:`grace_start` asks for the daemon's cut-off: the
+last ``grace``, less ``SLACK``).  This module never decides what a line
+means, only when it was written.
 """
 
 from __future__ import annotations
@@ -16,12 +18,32 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Tuple
 
+from popbsmtp.syslog import EnvelopeParser
+
 # Reading this much around a probe finds a parseable line in any real log.
 PROBE = 16 << 10
 # Below this many bytes between the bounds, scan forward instead of bisecting.
 SCAN = 64 << 10
 
+SLACK = 300.0  # log lines are only nearly in time order
+
 Stamp = Callable[[bytes], Optional[float]]
+
+
+def grace_start(fd: int, parser: EnvelopeParser, now: float, grace: float) -> int:
+    """Where a start without a saved position reads from: the last ``grace``, plus slack.
+
+    Only the last ``grace`` counts, as after a restart with a position:
+    sessions are not kept across restarts (fail closed), so a session opened
+    earlier and still open needs a new login, and a start never reads a day
+    of log.
+    """
+
+    def stamp(line: bytes) -> Optional[float]:
+        envelope = parser.parse(line.decode("utf-8", "replace"), now)
+        return None if envelope is None else envelope.time
+
+    return window_start(fd, stamp, now - grace - SLACK)
 
 
 def window_start(fd: int, stamp: Stamp, cutoff: float) -> int:
