@@ -89,9 +89,8 @@ class Matcher:
                     self._by_program.setdefault(program, []).append(_check(profile, rule))
         pattern = b"|".join(re.escape(n.encode()) for n in sorted(needles)) or rb"(?!x)x"
         self._prefilter = re.compile(pattern)
-        self._needles = _shortest_needles(needles)
+        self._needles = tuple(_shortest_needles(needles))  # the C search takes a tuple
         self._searches = [_searcher(needle) for needle in self._needles]
-        self._needle_tuple = tuple(self._needles)
         fits = all(len(n) >= 2 for n in self._needles) and len(self._needles) <= 32
         self._one_pass = _one_pass if fits else None
 
@@ -129,7 +128,7 @@ class Matcher:
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
         """(start, end) of each line holding a needle, sorted, newline excluded."""
         if self._one_pass is not None:
-            return self._one_pass(block, self._needle_tuple)
+            return self._one_pass(block, self._needles)
         return self._candidate_lines_python(block)
 
     def _candidate_lines_python(self, block: bytes) -> List[Tuple[int, int]]:

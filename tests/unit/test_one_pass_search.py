@@ -113,7 +113,7 @@ def test_matcher_answers_are_the_same_with_and_without_the_extension():
 
 def test_needles_of_every_profile_fit_the_one_pass_search():
     matcher = Matcher(list(registry().values()))
-    needles = matcher._needle_tuple
+    needles = matcher._needles
     assert 1 <= len(needles) <= 32
     assert all(len(n) >= 2 and not re.search(rb"\n", n) for n in needles)
 
