@@ -13,6 +13,9 @@ memory, so it holds no Python object per session:
 - two hash tables of positions (open addressing, linear probing, at most
   half full): id -> its newest open session, address -> its newest open
   session.  They store no keys: a slot's key is read back from the queue.
+  Each is split by hash into ``SHARDS`` small tables that grow on their
+  own, so growing moves a few thousand entries, never all of them: no
+  pause of the core loop (one table of a million would take a second).
 
 That is 64 to 96 bytes per open session.  Two dicts with an int object per
 id and per position took about 150, and grew with a jump of +10 MiB at
@@ -24,7 +27,7 @@ also finds every session of an id.
 from __future__ import annotations
 
 from array import array
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 EMPTY = -1
 # Closed sessions stay in the queue until they reach its front; the queue is
@@ -32,6 +35,17 @@ EMPTY = -1
 PRUNE_EVERY = 1000
 # Aged-out queue entries are cut off its front in one go once this many.
 QUEUE_TRIM = 4096
+# Shards per hash table, picked by bits of the hash above any shard's mask.
+SHARDS = 256
+SHARD_SHIFT = 40
+
+
+class Closed(NamedTuple):
+    """A session just ended."""
+
+    address: str
+    start: float
+    latest: Optional[float]  # newest start among the address's sessions still open
 
 
 class _Table:
@@ -45,11 +59,12 @@ class _Table:
         self.used = 0
 
 
-def _table_for(count: int) -> _Table:
+def _shards(count: int = 0) -> List[_Table]:
+    """A sharded table sized for ``count`` keys."""
     size = 8
-    while size < 2 * count + 2:
+    while size < 2 * (count // SHARDS) + 2:
         size *= 2
-    return _Table(size)
+    return [_Table(size) for _ in range(SHARDS)]
 
 
 class OpenSessions:
@@ -63,8 +78,8 @@ class OpenSessions:
         self._base = 0
         self._head = 0  # index of the first entry not aged out yet
         self._count = 0
-        self._by_sid = _Table()
-        self._by_ip = _Table()
+        self._by_sid = _shards()
+        self._by_ip = _shards()
 
     def __len__(self) -> int:
         return self._count
@@ -77,15 +92,18 @@ class OpenSessions:
 
     def address(self, sid: int) -> Optional[str]:
         """The address ``sid``'s open sessions hold, or None if it has none."""
-        pos = self._find(self._by_sid, self._sids, sid)[1]
+        pos = self._find(self._by_sid, self._sids, sid)[2]
         return None if pos == EMPTY else self._ips[pos - self._base]
 
     def holds(self, ip: str) -> bool:
-        return self._find(self._by_ip, self._ips, ip)[1] != EMPTY
+        return self._find(self._by_ip, self._ips, ip)[2] != EMPTY
 
     def latest_start(self, ip: str) -> Optional[float]:
         """When the newest open session of ``ip`` started, or None if it has none."""
-        pos = self._find(self._by_ip, self._ips, ip)[1]
+        return self._latest(self._find(self._by_ip, self._ips, ip)[2])
+
+    def _latest(self, pos: int) -> Optional[float]:
+        """The newest start along the address chain from ``pos``."""
         if pos == EMPTY:
             return None
         base, starts, older = self._base, self._starts, self._older
@@ -99,24 +117,36 @@ class OpenSessions:
 
     # -- changes ---------------------------------------------------------
 
-    def open(self, sid: int, ip: str, start: float) -> None:
-        """Add a session of ``sid`` holding ``ip`` at the tail of the queue."""
-        base, ips = self._base, self._ips
-        pos = base + len(ips)
-        slot, newest = self._find(self._by_ip, ips, ip)
+    def open(self, sid: int, ip: str, start: float, several: bool = False) -> Optional[str]:
+        """Add a session of ``sid`` holding ``ip`` at the tail of the queue.
+
+        Unless ``sid`` has open sessions already, of another address or (if
+        not ``several``) at all: then nothing is opened and their address is
+        returned, for the caller to end them first.
+        """
+        base, sids, ips = self._base, self._sids, self._ips
+        sid_table, sid_slot, newest = self._find(self._by_sid, sids, sid)
+        if newest != EMPTY:
+            held = ips[newest - base]
+            assert held is not None
+            if not several or held != ip:
+                return held
+        ip_table, ip_slot, newest = self._find(self._by_ip, ips, ip)
         if newest != EMPTY:
             ip = ips[newest - base] or ip  # the string already kept, not a second copy
-        self._sids.append(sid)
+        pos = base + len(ips)
+        sids.append(sid)
         self._starts.append(start)
         ips.append(ip)
         self._older.append(newest)
         self._count += 1
-        self._put(self._by_ip, ips, slot, pos)
-        self._put(self._by_sid, self._sids, self._find(self._by_sid, self._sids, sid)[0], pos)
+        self._put(ip_table, ips, ip_slot, pos)
+        self._put(sid_table, sids, sid_slot, pos)
+        return None
 
-    def close(self, sid: int) -> Optional[Tuple[str, float]]:
-        """End the oldest open session of ``sid``: its address and start, or None if none."""
-        slot, pos = self._find(self._by_sid, self._sids, sid)
+    def close(self, sid: int) -> Optional[Closed]:
+        """End the oldest open session of ``sid``; None if it has none."""
+        table, slot, pos = self._find(self._by_sid, self._sids, sid)
         if pos == EMPTY:
             return None
         base, sids, older = self._base, self._sids, self._older
@@ -127,8 +157,8 @@ class OpenSessions:
             pos = older[pos - base]
         ip, start = self._ips[oldest - base], self._starts[oldest - base]
         assert ip is not None
-        self._close_at(oldest, slot)
-        return ip, start
+        rest = self._close_at(oldest, None if slot == EMPTY else (table, slot))
+        return Closed(ip, start, self._latest(rest))
 
     def expire(self, limit: float) -> Sequence[str]:
         """End the sessions started at or before ``limit``, oldest first; their addresses.
@@ -136,43 +166,54 @@ class OpenSessions:
         Also where the queue sheds closed entries: called on every tracked login.
         """
         sids, starts, ips = self._sids, self._starts, self._ips
-        if (self._head == len(sids) or starts[self._head] > limit) and not self._untidy():
+        head = self._head
+        due = head < len(sids) and (starts[head] <= limit or ips[head] is None)
+        if not due and not self._untidy():
             return ()  # the usual case, kept cheap
         gone: List[str] = []
-        while self._head < len(sids) and starts[self._head] <= limit:
+        # Closed entries never hold up the front, as if compacted away already.
+        while self._head < len(sids):
             ip = ips[self._head]
-            if ip is not None:  # else closed by its logout
+            if ip is not None:
+                if starts[self._head] > limit:
+                    break
                 self._close_at(self._base + self._head)
                 gone.append(ip)
             self._head += 1
         self._tidy()
         return gone
 
-    def _close_at(self, pos: int, sid_slot: int = EMPTY) -> None:
-        """End the session at ``pos`` (``sid_slot``: its id's slot if it points at ``pos``)."""
+    def _close_at(self, pos: int, sid_at: Optional[Tuple[_Table, int]] = None) -> int:
+        """End the session at ``pos``; return its address's newest open session left, or EMPTY.
+
+        ``sid_at``: the id's shard and slot, when known to point at ``pos``.
+        """
         base, sids, ips, older = self._base, self._sids, self._ips, self._older
         index = pos - base
         sid, ip, next_older = sids[index], ips[index], older[index]
         assert ip is not None
         # Out of the address's chain.
-        slot, newest = self._find(self._by_ip, ips, ip)
-        if newest == pos:
-            self._replace(self._by_ip, ips, slot, next_older)
+        table, slot, rest = self._find(self._by_ip, ips, ip)
+        if rest == pos:
+            self._replace(table, ips, slot, next_older)
+            rest = next_older
         else:
-            while older[newest - base] != pos:
-                newest = older[newest - base]
-            older[newest - base] = next_older
+            newer = rest
+            while older[newer - base] != pos:
+                newer = older[newer - base]
+            older[newer - base] = next_older
         # The id's newest session, if that was this one, is its next older one.
-        if sid_slot == EMPTY:
-            sid_slot, newest = self._find(self._by_sid, sids, sid)
+        if sid_at is None:
+            sid_table, sid_slot, newest = self._find(self._by_sid, sids, sid)
         else:
-            newest = pos
+            (sid_table, sid_slot), newest = sid_at, pos
         if newest == pos:
             while next_older != EMPTY and sids[next_older - base] != sid:
                 next_older = older[next_older - base]
-            self._replace(self._by_sid, sids, sid_slot, next_older)
+            self._replace(sid_table, sids, sid_slot, next_older)
         ips[index] = None
         self._count -= 1
+        return rest
 
     def _tidy(self) -> None:
         """Cut the aged-out front; rebuild without closed entries once they pile up."""
@@ -196,26 +237,30 @@ class OpenSessions:
         self._base += len(sids)
         self._sids, self._starts, self._ips, self._older = array("q"), array("d"), [], array("q")
         self._head = self._count = 0
-        self._by_sid, self._by_ip = _table_for(count), _table_for(count)
+        self._by_sid, self._by_ip = _shards(count), _shards(count)
         for index in range(head, len(sids)):
             ip = ips[index]
             if ip is not None:
-                self.open(sids[index], ip, starts[index])
+                self.open(sids[index], ip, starts[index], several=True)
 
     # -- the hash tables ---------------------------------------------------
 
-    def _find(self, table: _Table, column: Sequence[object], key: object) -> Tuple[int, int]:
-        """(slot, position) of ``key``'s newest session; (its free slot, EMPTY) if none."""
+    def _find(
+        self, shards: List[_Table], column: Sequence[object], key: object
+    ) -> Tuple[_Table, int, int]:
+        """(shard, slot, position) of ``key``'s newest session; position EMPTY if none."""
+        code = hash(key)
+        table = shards[(code >> SHARD_SHIFT) & (SHARDS - 1)]
         slots, mask, base = table.slots, table.mask, self._base
-        slot = hash(key) & mask
+        slot = code & mask
         while True:
             pos = slots[slot]
             if pos == EMPTY or column[pos - base] == key:
-                return slot, pos
+                return table, slot, pos
             slot = (slot + 1) & mask
 
     def _put(self, table: _Table, column: Sequence[object], slot: int, pos: int) -> None:
-        """Point ``slot`` (found by :meth:`_find`) at ``pos``; grow at half full."""
+        """Point ``slot`` of ``table`` (found by :meth:`_find`) at ``pos``; grow at half full."""
         slots = table.slots
         if slots[slot] == EMPTY:
             table.used += 1

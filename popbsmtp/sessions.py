@@ -125,13 +125,10 @@ class SessionTracker:
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
             return start + self.grace
         self._tick(now)
-        ip = self._open.address(sid)
         # A reused process (Cyrus) or id: the previous session ended here.  Only
         # kind "ip" keeps several sessions under one id, all of one address.
-        while ip is not None and (kind != "ip" or ip != login.ip):
+        while self._open.open(sid, login.ip, start, several=kind == "ip") is not None:
             self._end(sid, start, table, login)
-            ip = self._open.address(sid)
-        self._open.open(sid, login.ip, start)
         self.stats.opened += 1
         return start + self.max_session
 
@@ -155,11 +152,11 @@ class SessionTracker:
         closed = self._open.close(sid)
         if closed is None:
             return None
-        ip, started = closed
-        hold = self._hold_of(ip)
+        ip = closed.address
+        hold = 0.0 if closed.latest is None else closed.latest + self.max_session
         # The expiry this tracker set for the address: the hold of its newest
         # open session, the one just closed among them.
-        held = max(hold, started + self.max_session)
+        held = max(hold, closed.start + self.max_session)
         self._settle(ip, ended, table, login, held, hold)
         return ip
 
@@ -176,11 +173,6 @@ class SessionTracker:
         if grant.expires == held and target < grant.expires:
             table.remove(ip)  # the hold was ours: shorten it to the grace
         table.grant(ip, target, login.profile, login.rule)
-
-    def _hold_of(self, ip: str) -> float:
-        """Until when ``ip``'s open sessions hold it; 0.0 if it has none."""
-        start = self._open.latest_start(ip)
-        return 0.0 if start is None else start + self.max_session
 
     def _tick(self, now: float) -> None:
         """Forget sessions and connects older than ``max_session`` (bounded memory)."""
