@@ -53,9 +53,9 @@ __all__ = ["PRUNE_EVERY", "SessionStats", "SessionTracker"]
 @dataclass
 class SessionStats:
     opened: int = 0
-    closed: int = 0
+    closed: int = 0  # by a logout, or by its id reused
     unknown_logouts: int = 0
-    expired: int = 0
+    expired: int = 0  # forgotten at max_session
     joined: int = 0
     unjoined: int = 0
 
@@ -152,6 +152,7 @@ class SessionTracker:
         closed = self._open.close(sid)
         if closed is None:
             return None
+        self.stats.closed += 1
         ip = closed.address
         hold = 0.0 if closed.latest is None else closed.latest + self.max_session
         # The expiry this tracker set for the address: the hold of its newest

@@ -47,6 +47,7 @@ def test_dovecot_session_is_held_until_logout_then_grace_starts_there() -> None:
     grant = table.get("192.0.2.1")
     assert grant is not None and grant.expires == 500 + GRACE
     assert tracker.open_sessions() == 0
+    assert (tracker.stats.opened, tracker.stats.closed) == (1, 1)
     assert table.expire(500 + GRACE) == ["192.0.2.1"]
 
 
@@ -124,6 +125,7 @@ def test_cyrus_reused_pid_ends_the_previous_session() -> None:
     tracker.logout(ev("cyrus", "logout", LOGOUT, 300, None, pid), 300, table)
     assert table.get("192.0.2.2").expires == 300 + GRACE  # type: ignore[union-attr]
     assert tracker.open_sessions() == 0
+    assert (tracker.stats.opened, tracker.stats.closed, tracker.stats.expired) == (2, 2, 0)
 
 
 def test_servers_without_logouts_get_plain_grace() -> None:
