@@ -70,6 +70,10 @@ def _shards(count: int = 0) -> List[_Table]:
 class OpenSessions:
     """The open sessions in start order, found by id and by address."""
 
+    __slots__ = (
+        "_sids", "_starts", "_ips", "_older", "_base", "_head", "_count", "_by_sid", "_by_ip"
+    )  # fmt: skip
+
     def __init__(self) -> None:
         self._sids = array("q")
         self._starts = array("d")
@@ -96,7 +100,7 @@ class OpenSessions:
         return None if pos == EMPTY else self._ips[pos - self._base]
 
     def holds(self, ip: str) -> bool:
-        return self._find(self._by_ip, self._ips, ip)[2] != EMPTY
+        return self._count > 0 and self._find(self._by_ip, self._ips, ip)[2] != EMPTY
 
     def latest_start(self, ip: str) -> Optional[float]:
         """When the newest open session of ``ip`` started, or None if it has none."""
@@ -250,7 +254,7 @@ class OpenSessions:
     ) -> Tuple[_Table, int, int]:
         """(shard, slot, position) of ``key``'s newest session; position EMPTY if none."""
         code = hash(key)
-        table = shards[(code >> SHARD_SHIFT) & (SHARDS - 1)]
+        table = shards[(code >> SHARD_SHIFT) & (len(shards) - 1)]
         slots, mask, base = table.slots, table.mask, self._base
         slot = code & mask
         while True:

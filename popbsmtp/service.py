@@ -333,7 +333,8 @@ class Service:
         assert login.ip is not None
         expires = self.sessions.login(login, now, self.table)
         new = login.ip not in self.table
-        if self.table.grant(login.ip, expires, login.profile, login.rule) and new:
+        granted = self.table.grant(login.ip, expires, login.profile, login.rule)
+        if granted and new and log.isEnabledFor(logging.INFO):  # strftime costs ~1 µs
             log.info(
                 "%sgranted %s until %s (%s)",
                 "[dry run] " if self.dry_run else "",
