@@ -30,6 +30,7 @@ from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGIN, LOGOUT, select
 from popbsmtp.reaper import Reaper
+from popbsmtp.saver import Saved, Saver
 from popbsmtp.sessions import SessionTracker
 from popbsmtp.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.sources.tail import FileTail
@@ -95,6 +96,7 @@ class Service:
         self.table = GrantTable(settings.max_entries)
         self.sessions = SessionTracker(settings.grace, settings.max_session, self.matcher.profiles)
         self.state = StateFile(settings.state_dir)
+        self.saver = Saver(self.state, self.wake.set)
         self.lock = StateLock(settings.state_dir)
         self._last_save = 0.0
         self._save_interval = SAVE_INTERVAL
@@ -358,20 +360,36 @@ class Service:
         return min(found) if found else None
 
     def _save(self, force: bool = False) -> None:
+        """Snapshot grants and position when due; ``force``: now, and wait until written.
+
+        Written on the saver's thread (:mod:`popbsmtp.saver`) so a big table
+        does not hold up the logins that arrive meanwhile.
+        """
+        if force:
+            self.saver.wait()
+        self._saved(self.saver.collect())
         now = self.clock()
+        if self.saver.busy():
+            return  # it wakes the loop when done
         if not force and (not self._unsaved or now - self._last_save < self._save_interval):
             return
-        started = time.monotonic()
-        snap = Snapshot(
-            self.table.iter_rows(), self.tail.position if hasattr(self, "tail") else None, saved=now
-        )
-        try:
-            self.state.save(snap)
-        except OSError as exc:
-            log.error("cannot save state to %s: %s (will retry)", self.state.path, exc)
+        position = self.tail.position if hasattr(self, "tail") else None
+        self.saver.start(Snapshot(self.table.frozen_rows(), position, saved=now), now)
+        self._unsaved = False  # until a change after this snapshot
+        if force:
+            self.saver.wait()
+            self._saved(self.saver.collect())
+
+    def _saved(self, outcome: Optional[Saved]) -> None:
+        """Take note of a finished save."""
+        if outcome is None:
             return
-        self._last_save, self._unsaved = now, False
-        self._save_interval = max(SAVE_INTERVAL, (time.monotonic() - started) / SAVE_SHARE)
+        if outcome.error is not None:
+            log.error("cannot save state to %s: %s (will retry)", self.state.path, outcome.error)
+            self._unsaved = True
+            return
+        self._last_save = max(self._last_save, outcome.taken)
+        self._save_interval = max(SAVE_INTERVAL, outcome.seconds / SAVE_SHARE)
 
     def statistics(self) -> Dict[str, object]:
         stats = self.matcher.stats

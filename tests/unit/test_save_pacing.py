@@ -1,14 +1,21 @@
-"""A slow state snapshot is taken less often, so a big table does not stall the core loop."""
+"""State snapshots never stall the core loop: paced by their cost, written on their own thread."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from pathlib import Path
+from typing import List, Tuple
 
+import pytest
 from support import append, dovecot_login, write_config
 
 from popbsmtp import config
-from popbsmtp import service as service_module
+from popbsmtp import saver as saver_module
+from popbsmtp.grants import GrantTable
 from popbsmtp.service import SAVE_INTERVAL, SAVE_SHARE, Service
+from popbsmtp.state import Snapshot, StateFile
 
 
 class Clock:
@@ -20,7 +27,7 @@ class Clock:
 
 
 class SlowTime:
-    """``time`` for the service module, whose monotonic clock a save advances."""
+    """``time`` for the saver module, whose monotonic clock a save advances."""
 
     def __init__(self) -> None:
         self.mono = 0.0
@@ -32,13 +39,22 @@ class SlowTime:
         return getattr(time, name)
 
 
-def test_snapshot_interval_grows_with_the_cost_of_a_snapshot(tmp_path, monkeypatch):
+def started(tmp_path: Path) -> Tuple[Service, Clock, Path]:
     clock = Clock(time.time())
-    fake = SlowTime()
-    monkeypatch.setattr(service_module, "time", fake)
     settings = config.load(str(write_config(tmp_path, grace="1h")))
     svc = Service(settings, clock=clock, dry_run=True)
     svc.start()
+    return svc, clock, tmp_path / "mail.log"
+
+
+def saved_addresses(svc: Service) -> List[str]:
+    return [row[0] for row in StateFile(svc.settings.state_dir).load().grants]
+
+
+def test_snapshot_interval_grows_with_the_cost_of_a_snapshot(tmp_path, monkeypatch):
+    fake = SlowTime()
+    monkeypatch.setattr(saver_module, "time", fake)
+    svc, clock, log = started(tmp_path)
     saves = []
     real_save = svc.state.save
 
@@ -49,19 +65,122 @@ def test_snapshot_interval_grows_with_the_cost_of_a_snapshot(tmp_path, monkeypat
 
     svc.state.save = slow_save
     try:
-        log = tmp_path / "mail.log"
         clock.now += SAVE_INTERVAL + 0.1
         append(log, dovecot_login("192.0.2.1", clock.now))
         svc.step()
+        svc.saver.wait()
         assert len(saves) == 1
+        svc.step()  # the core loop takes note of the finished save
         interval = 0.5 / SAVE_SHARE
         assert svc._save_interval == interval
         clock.now += interval / 2
         append(log, dovecot_login("192.0.2.2", clock.now))
         svc.step()
+        svc.saver.wait()
         assert len(saves) == 1  # too soon for another slow snapshot
         clock.now += interval / 2 + 0.1
         svc.step()
+        svc.saver.wait()
         assert len(saves) == 2
     finally:
         svc.shutdown()
+
+
+def test_a_login_is_granted_while_a_snapshot_is_being_written(tmp_path):
+    svc, clock, log = started(tmp_path)
+    release, writing = threading.Event(), threading.Event()
+    real_save = svc.state.save
+
+    def held_save(snap: Snapshot) -> None:
+        writing.set()
+        assert release.wait(30), "the test never released the save"
+        real_save(snap)
+
+    svc.state.save = held_save  # type: ignore[method-assign]
+    try:
+        clock.now += SAVE_INTERVAL + 0.1
+        append(log, dovecot_login("192.0.2.1", clock.now))
+        svc.step()
+        assert writing.wait(10) and svc.saver.busy()
+        append(log, dovecot_login("192.0.2.2", clock.now))
+        svc.step()  # returns at once, the save still held
+        assert "192.0.2.2" in svc.table and svc.saver.busy()
+        release.set()
+        svc.saver.wait()
+        # The snapshot is of its moment: the first login and its position only.
+        assert saved_addresses(svc) == ["192.0.2.1"]
+        assert svc._unsaved
+        clock.now += SAVE_INTERVAL + 0.1
+        svc.step()  # takes note of the save, and the next one is due
+        svc.saver.wait()
+        assert sorted(saved_addresses(svc)) == ["192.0.2.1", "192.0.2.2"]
+    finally:
+        release.set()
+        svc.shutdown()
+
+
+def test_a_forced_snapshot_waits_for_the_running_one_then_includes_everything(tmp_path):
+    svc, clock, log = started(tmp_path)
+    release = threading.Event()
+    real_save = svc.state.save
+    order: List[str] = []
+
+    def held_save(snap: Snapshot) -> None:
+        if not order:
+            assert release.wait(30), "the test never released the save"
+        real_save(snap)
+        order.append("saved")
+
+    svc.state.save = held_save  # type: ignore[method-assign]
+    try:
+        clock.now += SAVE_INTERVAL + 0.1
+        append(log, dovecot_login("192.0.2.1", clock.now))
+        svc.step()
+        append(log, dovecot_login("192.0.2.2", clock.now))
+        svc._read_log(clock.now)
+        threading.Timer(0.05, release.set).start()  # frees the first save later
+        svc._save(force=True)  # what add/remove requests and shutdown do
+        assert order == ["saved", "saved"]
+        assert sorted(saved_addresses(svc)) == ["192.0.2.1", "192.0.2.2"]
+    finally:
+        release.set()
+        svc.shutdown()
+
+
+def test_a_failed_snapshot_is_logged_and_written_again(tmp_path, caplog):
+    svc, clock, log = started(tmp_path)
+    real_save = svc.state.save
+    failures = [OSError(28, "No space left on device")]
+
+    def failing_save(snap: Snapshot) -> None:
+        if failures:
+            raise failures.pop()
+        real_save(snap)
+
+    svc.state.save = failing_save  # type: ignore[method-assign]
+    try:
+        clock.now += SAVE_INTERVAL + 0.1
+        append(log, dovecot_login("192.0.2.1", clock.now))
+        svc.step()
+        svc.saver.wait()
+        assert saved_addresses(svc) == []
+        with caplog.at_level(logging.ERROR):
+            svc.step()  # notes the failure and starts the save again
+        assert "No space left on device" in caplog.text
+        svc.saver.wait()
+        assert saved_addresses(svc) == ["192.0.2.1"]
+    finally:
+        svc.shutdown()
+
+
+@pytest.mark.parametrize("rows", [0, 3])
+def test_frozen_rows_do_not_change_with_the_table(rows):
+    table = GrantTable()
+    for n in range(rows):
+        table.grant(f"192.0.2.{n}", 1000.0 + n, "dovecot", "login")
+    table.grant("198.51.100.1", 2000.0, "cyrus", "login")
+    frozen = table.frozen_rows()
+    table.remove("198.51.100.1")
+    table.grant("203.0.113.9", 3000.0, "uw", "login")
+    expected = [(f"192.0.2.{n}", 1000.0 + n, "dovecot", "login") for n in range(rows)]
+    assert list(frozen) == expected + [("198.51.100.1", 2000.0, "cyrus", "login")]
