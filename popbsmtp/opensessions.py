@@ -17,9 +17,9 @@ memory, so it holds no Python object per session:
   own, so growing moves a few thousand entries, never all of them: no
   pause of the core loop (one table of a million would take a second).
 
-That is 64 to 96 bytes per open session.  Two dicts with an int object per
-id and per position took about 150, and grew with a jump of +10 MiB at
-87,382 entries.  All open sessions of one id have one address (the tracker
+That is about 70 bytes per open session (``bench/sessions.py``).  Two
+dicts with an int object per id and per position took about 150, and grew
+with a jump of +10 MiB at 87,382 entries.  All open sessions of one id have one address (the tracker
 ends an id's sessions before reusing it for another), so the address chain
 also finds every session of an id.
 """

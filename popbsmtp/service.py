@@ -354,7 +354,7 @@ class Service:
 
     def _next_due(self) -> Optional[float]:
         due = [self.table.next_expiry(), self.keeper.retry_at, self.keeper.flush_at]
-        if self._unsaved:
+        if self._unsaved and not self.saver.busy():  # a running save wakes the loop itself
             due.append(self._last_save + self._save_interval)
         found = [d for d in due if d is not None]
         return min(found) if found else None
@@ -384,11 +384,11 @@ class Service:
         """Take note of a finished save."""
         if outcome is None:
             return
+        self._last_save = max(self._last_save, outcome.taken)  # a failure is retried as late
         if outcome.error is not None:
             log.error("cannot save state to %s: %s (will retry)", self.state.path, outcome.error)
             self._unsaved = True
             return
-        self._last_save = max(self._last_save, outcome.taken)
         self._save_interval = max(SAVE_INTERVAL, outcome.seconds / SAVE_SHARE)
 
     def statistics(self) -> Dict[str, object]:

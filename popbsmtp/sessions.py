@@ -21,7 +21,7 @@ of the saved state: after a restart the service caps restored grants to
 ``grace`` (fail closed), and a still-open session needs a new login.
 
 Memory and time: open sessions are kept in flat arrays
-(:mod:`popbsmtp.opensessions`), 64 to 96 bytes each, under an id that is a
+(:mod:`popbsmtp.opensessions`), about 70 bytes each, under an id that is a
 60-bit hash: no string key and no object per session.  Two ids that hash
 alike are treated as one id reused: the older session ends there (fail
 closed), none is ever held longer.  Sessions older than ``max_session`` leave

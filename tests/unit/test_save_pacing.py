@@ -105,6 +105,8 @@ def test_a_login_is_granted_while_a_snapshot_is_being_written(tmp_path):
         append(log, dovecot_login("192.0.2.2", clock.now))
         svc.step()  # returns at once, the save still held
         assert "192.0.2.2" in svc.table and svc.saver.busy()
+        due = svc._next_due()  # the save wakes the loop when done: no wake-up spin meanwhile
+        assert due is None or due > clock.now
         release.set()
         svc.saver.wait()
         # The snapshot is of its moment: the first login and its position only.
@@ -165,8 +167,12 @@ def test_a_failed_snapshot_is_logged_and_written_again(tmp_path, caplog):
         svc.saver.wait()
         assert saved_addresses(svc) == []
         with caplog.at_level(logging.ERROR):
-            svc.step()  # notes the failure and starts the save again
+            svc.step()  # notes the failure
         assert "No space left on device" in caplog.text
+        assert svc._unsaved and not svc.saver.busy()  # not at once: no busy loop on a full disk
+        assert svc._next_due() is not None and svc._next_due() >= clock.now + SAVE_INTERVAL - 0.2
+        clock.now += SAVE_INTERVAL + 0.1
+        svc.step()  # the retry
         svc.saver.wait()
         assert saved_addresses(svc) == ["192.0.2.1"]
     finally:
