@@ -11,12 +11,8 @@ reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
 
 from __future__ import annotations
 
-import grp
-import json
 import os
-import pwd
 import shlex
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,9 +26,9 @@ from popbsmtp.maps import MapSpec, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.postfix import PostfixError
+from popbsmtp.probes import age, daemon_running, live_grants, read_pid, tail_lines, unreadable_by
 from popbsmtp.profiles import LOGIN, registry
 from popbsmtp.service import build_matcher
-from popbsmtp.state import StateLock
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 DEFAULT_PIDFILE = "/run/popbsmtp.pid"
@@ -199,7 +195,7 @@ class Doctor:
     def check_daemon(self) -> Finding:
         pidfile = getattr(self.settings, "pidfile", "") or DEFAULT_PIDFILE
         state = os.path.join(self.settings.state_dir, "state.json")
-        written = f"map written {_age(self._files())}, state saved {_age([state])}"
+        written = f"map written {age(self._files())}, state saved {age([state])}"
         if not daemon_running(self.settings.state_dir):
             fix = "systemctl start popbsmtp (or popbsmtp run --daemonize)"
             return Finding(WARNING, "daemon", f"popbsmtp is not running; {written}", fix)
@@ -216,70 +212,6 @@ def check_prefilter() -> Finding:
     return Finding(WARNING, "prefilter", why, "reinstall with gcc and python3-dev present")
 
 
-def unreadable_by(path: str, user: str) -> str:
-    """Why ``user`` cannot read ``path`` (directories need x), or "" when it can."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return f"no such user {user}"
-    if entry.pw_uid == 0:
-        return ""
-    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
-    parts = os.path.abspath(path).split("/")
-    for depth in range(1, len(parts)):
-        name = "/".join(parts[: depth + 1]) or "/"
-        info = os.stat(name)
-        bit = 4 if depth == len(parts) - 1 else 1
-        if stat.S_ISDIR(info.st_mode) and bit == 4:
-            return f"{name} is a directory"
-        shift = 6 if info.st_uid == entry.pw_uid else 3 if info.st_gid in groups else 0
-        if not (info.st_mode >> shift) & bit:
-            return f"{name} has mode {stat.S_IMODE(info.st_mode):04o}"
-    return ""
-
-
-def live_grants(state_dir: str) -> List[str]:
-    """Granted client keys from the saved snapshot, oldest expiry first (read-only)."""
-    try:
-        with open(os.path.join(state_dir, "state.json"), "rb") as handle:
-            rows = json.loads(handle.read())["grants"]
-        now = time.time()
-        return [str(ip) for ip, expires, *_ in sorted(rows, key=lambda r: r[1]) if expires > now]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def daemon_running(state_dir: str) -> bool:
-    if not os.path.exists(os.path.join(state_dir, "lock")):
-        return False
-    lock = StateLock(state_dir)
-    try:
-        if lock.acquire():
-            lock.release()
-            return False
-    except OSError:
-        return False
-    return True
-
-
-def read_pid(pidfile: str) -> Optional[int]:
-    try:
-        with open(pidfile, encoding="ascii") as handle:
-            pid = int(handle.read().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid
-
-
-def tail_lines(path: str, count: int) -> List[bytes]:
-    with open(path, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - count * 400))
-        lines = handle.read().splitlines()
-    return lines[-count:]
-
-
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
     matcher = build_matcher(settings, profiles)
     now = time.time()
@@ -294,11 +226,6 @@ def _overrides_restrictions(service: postfix.SmtpdService) -> bool:
     return bool(
         {"smtpd_relay_restrictions", "smtpd_recipient_restrictions"} & set(service.overrides)
     )
-
-
-def _age(paths: List[str]) -> str:
-    stamps = [os.path.getmtime(p) for p in paths if os.path.exists(p)]
-    return f"{max(0, round(time.time() - max(stamps)))} s ago" if stamps else "never"
 
 
 def _safe(read: Callable[[], str]) -> str:
