@@ -109,12 +109,18 @@ class FileTail:
         cur = self._cur
         assert cur is not None
         before = _fstat(cur.fd)
+        base: Optional[Baseline] = None
+        read: List[DevIno] = []
         if before and cur.untouched and _times(before) != cur.seen:
             base = self._siblings.baseline(cur.seen[0], cur.head)  # copied+truncated unseen?
-            self._read_copies(blocks, base, cur.fd)
+            read = self._read_copies(blocks, base, cur.fd)
         if not cur.head_intact():
             self._truncated(blocks)  # rewritten in place: never read its middle as new
         if self._drain(cur, blocks):
+            if base is not None and before and before.st_size and cur.untouched:
+                # Truncated between that look and this read: the copy the look
+                # passed over as the live file's twin holds the lines we missed.
+                self._read_copies(blocks, base, cur.fd, read)
             if before and cur.offset + len(cur.buf) >= before.st_size:
                 cur.seen = _times(before)  # later changes differ from this, even unread ones
             self._check_rotation(blocks)
@@ -267,16 +273,18 @@ class FileTail:
 
     def _read_copies(
         self, blocks: List[bytes], base: Baseline, live: int, skip: Iterable[DevIno] = ()
-    ) -> int:
-        """Read whole the copies new since ``base``, oldest first; how many there were."""
+    ) -> List[DevIno]:
+        """Read whole the copies new since ``base``, oldest first; which they were."""
         retired = [devino(entry.fd) for entry in self._retired]
         copies = self._siblings.fresh(base, live, [*skip, *retired])
+        read = []
         for fd in copies:
             log.info("%s was copied and truncated unseen; reading its copy", self.path)
+            read.append(devino(fd))
             entry = Generation(fd, 0)
             self._drain(entry, blocks, bounded=False)
             self._finish(entry, blocks)
-        return len(copies)
+        return read
 
     def _error(self, message: str) -> None:
         self.stats.errors += 1

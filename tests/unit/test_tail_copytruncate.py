@@ -295,3 +295,34 @@ def test_after_a_restart_a_renamed_file_written_late_is_not_read_again(tmp_path)
     append_bytes(old, b"a2\n")  # late, and after our position was saved
     append_bytes(log, b"b1\n")
     assert FileTail(str(log), position).read() == [b"b1"]
+
+
+def test_copytruncate_between_the_look_for_copies_and_the_read(tmp_path):
+    """Found by the latency bench (1 login in ~1,000): the first line of an empty log.
+
+    The tail sees the log changed at offset 0 and looks for copies: the copy
+    exists but has the live file's own head, so it is the live file's twin,
+    not a copy to read.  Then, before the tail reads the live file, it is
+    truncated: the line is only in the copy now, which the look has already
+    taken into its baseline.
+    """
+    log = tmp_path / "mail.log"
+    tail = following_empty(log)
+    append_bytes(log, b"login 1\n")
+    copy = log.with_name(log.name + ".1")
+    shutil.copyfile(log, copy)  # logrotate's copy, done; its truncate comes late
+    looked = tail._siblings.fresh
+
+    def look_then_truncate(*args, **kwargs):
+        found = looked(*args, **kwargs)
+        os.truncate(log, 0)  # between the look and the read
+        return found
+
+    tail._siblings.fresh = look_then_truncate  # type: ignore[method-assign]
+    lines = tail.read()
+    tail._siblings.fresh = looked  # type: ignore[method-assign]
+    lines += tail.read()
+    assert lines == [b"login 1"]
+    assert tail.read() == []
+    append_bytes(log, b"login 2\n")
+    assert tail.read() == [b"login 2"]
