@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 from array import array
-from typing import Dict, Iterator, KeysView, List, NamedTuple, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, KeysView, List, NamedTuple, Optional, Set, Tuple
 
 from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.matcher import Login
@@ -285,21 +285,20 @@ class GrantTable:
         rows made from them as they are read.
         """
         keys, expires = list(self._expires), array("d", self._expires.values())
-        rules, who = list(self._rules), dict(self._who)
-
-        def rows() -> Iterator[Tuple[str, float, str, str]]:
-            for ip, at in zip(keys, expires):
-                profile, rule = rules[who.get(ip, 0)]
-                yield (ip, at, profile, rule)
-
-        return rows()
+        return _rows(zip(keys, expires), list(self._rules), dict(self._who))
 
     def iter_rows(self) -> Iterator[Tuple[str, float, str, str]]:
         """The grants as state rows, one at a time (a snapshot streams them)."""
-        rules, who = self._rules, self._who
-        for ip, expires in self._expires.items():
-            profile, rule = rules[who.get(ip, 0)]
-            yield (ip, expires, profile, rule)
+        return _rows(self._expires.items(), self._rules, self._who)
+
+
+def _rows(
+    expiries: Iterable[Tuple[str, float]], rules: List[Tuple[str, str]], who: Dict[str, int]
+) -> Iterator[Tuple[str, float, str, str]]:
+    """State rows from (address, expiry) pairs and the rule of each address."""
+    for ip, expires in expiries:
+        profile, rule = rules[who.get(ip, 0)]
+        yield (ip, expires, profile, rule)
 
 
 def _bucket(expires: float) -> int:
