@@ -30,7 +30,7 @@ from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGIN, LOGOUT, select
 from popbsmtp.reaper import Reaper
-from popbsmtp.saver import Saved, Saver
+from popbsmtp.saver import Saver
 from popbsmtp.sessions import SessionTracker
 from popbsmtp.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.sources.tail import FileTail
@@ -41,11 +41,6 @@ from popbsmtp.syslog import EnvelopeParser
 
 log = logging.getLogger(__name__)
 
-SAVE_INTERVAL = 1.0
-# A big table takes a while to snapshot (100k grants ~0.15 s) and the core loop
-# waits meanwhile: save at most this share of the time.  Safe, because the
-# position is saved with the grants: after a crash the log is re-read from it.
-SAVE_SHARE = 0.01
 # Catching up with a big log publishes every this many pending map changes,
 # and hands freed memory back then: the pending sets and an LMDB write
 # transaction stay small, and glibc does not keep what the batch churned
@@ -96,12 +91,9 @@ class Service:
         self.table = GrantTable(settings.max_entries)
         self.sessions = SessionTracker(settings.grace, settings.max_session, self.matcher.profiles)
         self.state = StateFile(settings.state_dir)
-        self.saver = Saver(self.state, self.wake.set)
+        self.saver = Saver(self.state, self.wake.set, self.clock)
         self.lock = StateLock(settings.state_dir)
-        self._last_save = 0.0
-        self._save_interval = SAVE_INTERVAL
         self._last_now = float("inf")  # the first step checks grants loaded from state
-        self._unsaved = False
         self.started = 0.0
 
     # -- lifecycle -------------------------------------------------------
@@ -245,10 +237,7 @@ class Service:
         for part in ("reaper", "watcher"):
             if hasattr(self, part):
                 getattr(self, part).stop()
-        try:
-            self._save(force=True)
-        except OSError as exc:
-            log.error("could not save state to %s: %s", self.state.path, exc)
+        self._save(force=True)  # a failure is logged by the saver
         if hasattr(self, "tail"):
             self.tail.close()
         if hasattr(self, "keeper"):
@@ -271,7 +260,7 @@ class Service:
         self.keeper.publish(self.table, now)
         if len(gone) >= PUBLISH_PENDING:
             _release_memory()  # a mass expiry: glibc would keep what those grants held
-        self._unsaved = self._unsaved or bool(lines) or bool(forced)
+        self.saver.unsaved = self.saver.unsaved or bool(lines) or bool(forced)
         self._save(force=bool(forced))
         self.reaper.schedule(self._next_due())
         if forced:
@@ -354,42 +343,21 @@ class Service:
 
     def _next_due(self) -> Optional[float]:
         due = [self.table.next_expiry(), self.keeper.retry_at, self.keeper.flush_at]
-        if self._unsaved and not self.saver.busy():  # a running save wakes the loop itself
-            due.append(self._last_save + self._save_interval)
+        due.append(self.saver.due())
         found = [d for d in due if d is not None]
         return min(found) if found else None
 
     def _save(self, force: bool = False) -> None:
-        """Snapshot grants and position when due; ``force``: now, and wait until written.
+        """Snapshot grants and position when due (:class:`popbsmtp.saver.Saver`).
 
-        Written on the saver's thread (:mod:`popbsmtp.saver`) so a big table
-        does not hold up the logins that arrive meanwhile.
+        Written on the saver's thread so a big table does not hold up the
+        logins that arrive meanwhile; ``force``: now, and wait until written.
         """
-        if force:
-            self.saver.wait()
-        self._saved(self.saver.collect())
-        now = self.clock()
-        if self.saver.busy():
-            return  # it wakes the loop when done
-        if not force and (not self._unsaved or now - self._last_save < self._save_interval):
-            return
-        position = self.tail.position if hasattr(self, "tail") else None
-        self.saver.start(Snapshot(self.table.frozen_rows(), position, saved=now), now)
-        self._unsaved = False  # until a change after this snapshot
-        if force:
-            self.saver.wait()
-            self._saved(self.saver.collect())
+        self.saver.save(self._snapshot, force)
 
-    def _saved(self, outcome: Optional[Saved]) -> None:
-        """Take note of a finished save."""
-        if outcome is None:
-            return
-        self._last_save = max(self._last_save, outcome.taken)  # a failure is retried as late
-        if outcome.error is not None:
-            log.error("cannot save state to %s: %s (will retry)", self.state.path, outcome.error)
-            self._unsaved = True
-            return
-        self._save_interval = max(SAVE_INTERVAL, outcome.seconds / SAVE_SHARE)
+    def _snapshot(self, now: float) -> Snapshot:
+        position = self.tail.position if hasattr(self, "tail") else None
+        return Snapshot(self.table.frozen_rows(), position, saved=now)
 
     def statistics(self) -> Dict[str, object]:
         stats = self.matcher.stats

@@ -14,7 +14,8 @@ from support import append, dovecot_login, write_config
 from popbsmtp import config
 from popbsmtp import saver as saver_module
 from popbsmtp.grants import GrantTable
-from popbsmtp.service import SAVE_INTERVAL, SAVE_SHARE, Service
+from popbsmtp.saver import SAVE_INTERVAL, SAVE_SHARE
+from popbsmtp.service import Service
 from popbsmtp.state import Snapshot, StateFile
 
 
@@ -72,7 +73,7 @@ def test_snapshot_interval_grows_with_the_cost_of_a_snapshot(tmp_path, monkeypat
         assert len(saves) == 1
         svc.step()  # the core loop takes note of the finished save
         interval = 0.5 / SAVE_SHARE
-        assert svc._save_interval == interval
+        assert svc.saver.interval == interval
         clock.now += interval / 2
         append(log, dovecot_login("192.0.2.2", clock.now))
         svc.step()
@@ -111,7 +112,7 @@ def test_a_login_is_granted_while_a_snapshot_is_being_written(tmp_path):
         svc.saver.wait()
         # The snapshot is of its moment: the first login and its position only.
         assert saved_addresses(svc) == ["192.0.2.1"]
-        assert svc._unsaved
+        assert svc.saver.unsaved
         clock.now += SAVE_INTERVAL + 0.1
         svc.step()  # takes note of the save, and the next one is due
         svc.saver.wait()
@@ -169,7 +170,9 @@ def test_a_failed_snapshot_is_logged_and_written_again(tmp_path, caplog):
         with caplog.at_level(logging.ERROR):
             svc.step()  # notes the failure
         assert "No space left on device" in caplog.text
-        assert svc._unsaved and not svc.saver.busy()  # not at once: no busy loop on a full disk
+        assert (
+            svc.saver.unsaved and not svc.saver.busy()
+        )  # not at once: no busy loop on a full disk
         assert svc._next_due() is not None and svc._next_due() >= clock.now + SAVE_INTERVAL - 0.2
         clock.now += SAVE_INTERVAL + 0.1
         svc.step()  # the retry
