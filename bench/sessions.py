@@ -24,16 +24,8 @@ from common import emit, log
 
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login
-from popbsmtp.opensessions import OpenSessions
 from popbsmtp.profiles import LOGIN, LOGOUT, registry
 from popbsmtp.sessions import SessionTracker
-
-
-def footprint(sessions: OpenSessions) -> int:
-    """Bytes held by the structure's arrays and tables (not the shared address strings)."""
-    parts: List[object] = [sessions._sids, sessions._starts, sessions._ips, sessions._older]
-    parts += [shard.slots for shard in sessions._by_sid + sessions._by_ip]
-    return sum(sys.getsizeof(part) for part in parts)
 
 
 def measure(count: int) -> List[Dict[str, object]]:
@@ -52,7 +44,7 @@ def measure(count: int) -> List[Dict[str, object]]:
         took = time.perf_counter() - started
         total["login"] += took
         worst["login"] = max(worst["login"], took)
-    held = footprint(tracker._open)
+    held = tracker._open.footprint()
     for n in range(count):
         event = Login(now + count / 1000, None, None, "dovecot", logout_rule, LOGOUT, f"S{n:015d}")
         started = time.perf_counter()

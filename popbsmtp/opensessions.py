@@ -26,6 +26,7 @@ also finds every session of an id.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -91,6 +92,12 @@ class OpenSessions:
     def queued(self) -> int:
         """Queue entries held (open sessions and closed ones not yet dropped)."""
         return len(self._sids) - self._head
+
+    def footprint(self) -> int:
+        """Bytes held by the queue and the tables (not the shared address strings)."""
+        parts: List[object] = [self._sids, self._starts, self._ips, self._older]
+        parts += [shard.slots for shard in self._by_sid + self._by_ip]
+        return sum(sys.getsizeof(part) for part in parts)
 
     # -- lookups ---------------------------------------------------------
 

@@ -12,7 +12,6 @@ entries, so those run in almost every example.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 from unittest import mock
@@ -157,10 +156,7 @@ def test_an_open_session_costs_under_100_bytes() -> None:
     ips = [f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in range(100_000)]
     for n, ip in enumerate(ips):
         sessions.open(n * 2654435761 % 2**60, ip, float(n))
-    parts = [sessions._sids, sessions._starts, sessions._ips, sessions._older]
-    parts += [shard.slots for shard in sessions._by_sid + sessions._by_ip]
-    used = sum(sys.getsizeof(part) for part in parts)
-    assert used / len(sessions) < 100, used / len(sessions)
+    assert sessions.footprint() / len(sessions) < 100, sessions.footprint() / len(sessions)
 
 
 def test_an_address_held_by_several_sessions_shares_one_string() -> None:
