@@ -48,6 +48,13 @@ def started(tmp_path: Path) -> Tuple[Service, Clock, Path]:
     return svc, clock, tmp_path / "mail.log"
 
 
+def first_login_when_a_save_is_due(svc: Service, clock: Clock, log: Path) -> None:
+    """A login a save interval after start, read in one step (which starts a save)."""
+    clock.now += SAVE_INTERVAL + 0.1
+    append(log, dovecot_login("192.0.2.1", clock.now))
+    svc.step()
+
+
 def saved_addresses(svc: Service) -> List[str]:
     return [row[0] for row in StateFile(svc.settings.state_dir).load().grants]
 
@@ -66,9 +73,7 @@ def test_snapshot_interval_grows_with_the_cost_of_a_snapshot(tmp_path, monkeypat
 
     svc.state.save = slow_save
     try:
-        clock.now += SAVE_INTERVAL + 0.1
-        append(log, dovecot_login("192.0.2.1", clock.now))
-        svc.step()
+        first_login_when_a_save_is_due(svc, clock, log)
         svc.saver.wait()
         assert len(saves) == 1
         svc.step()  # the core loop takes note of the finished save
@@ -99,9 +104,7 @@ def test_a_login_is_granted_while_a_snapshot_is_being_written(tmp_path):
 
     svc.state.save = held_save  # type: ignore[method-assign]
     try:
-        clock.now += SAVE_INTERVAL + 0.1
-        append(log, dovecot_login("192.0.2.1", clock.now))
-        svc.step()
+        first_login_when_a_save_is_due(svc, clock, log)
         assert writing.wait(10) and svc.saver.busy()
         append(log, dovecot_login("192.0.2.2", clock.now))
         svc.step()  # returns at once, the save still held
@@ -136,9 +139,7 @@ def test_a_forced_snapshot_waits_for_the_running_one_then_includes_everything(tm
 
     svc.state.save = held_save  # type: ignore[method-assign]
     try:
-        clock.now += SAVE_INTERVAL + 0.1
-        append(log, dovecot_login("192.0.2.1", clock.now))
-        svc.step()
+        first_login_when_a_save_is_due(svc, clock, log)
         append(log, dovecot_login("192.0.2.2", clock.now))
         svc._read_log(clock.now)
         threading.Timer(0.05, release.set).start()  # frees the first save later
@@ -162,9 +163,7 @@ def test_a_failed_snapshot_is_logged_and_written_again(tmp_path, caplog):
 
     svc.state.save = failing_save  # type: ignore[method-assign]
     try:
-        clock.now += SAVE_INTERVAL + 0.1
-        append(log, dovecot_login("192.0.2.1", clock.now))
-        svc.step()
+        first_login_when_a_save_is_due(svc, clock, log)
         svc.saver.wait()
         assert saved_addresses(svc) == []
         with caplog.at_level(logging.ERROR):
