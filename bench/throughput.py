@@ -35,12 +35,13 @@ def bare_loop(path: Path) -> float:
 
 
 def without_extension() -> None:
-    """What an install without a C compiler runs: the pure-Python search and count."""
-    from popbsmtp import matcher
+    """What an install without a C compiler runs: the pure-Python search, count and split."""
+    from popbsmtp import matcher, syslog
     from popbsmtp.sources import generation
 
     matcher._one_pass = None
     generation.newlines = lambda block: block.count(b"\n")
+    syslog._SPLITTERS.update(syslog.REGEX_SPLITTERS)
 
 
 def full_path(source: Path, lines: int, profiles: str) -> Dict[str, float]:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, TextIO, Tuple
 
-from popbsmtp import matcher, postfix
+from popbsmtp import matcher, postfix, syslog
 from popbsmtp.addresses import parse_networks
 from popbsmtp.config import Settings
 from popbsmtp.errors import PopbsmtpError
@@ -52,7 +52,7 @@ class Doctor:
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
-        speed = check_prefilter()
+        speed = check_speedups()
         try:
             postfix.check_config_dir(self.dir)
             types = postfix.supported_types(self.dir)
@@ -204,12 +204,17 @@ class Doctor:
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
 
 
-def check_prefilter() -> Finding:
-    """Say whether the C one-pass search was built: without it, same answers, slower."""
-    if matcher.ACCELERATED:
-        return Finding(OK, "prefilter", "one-pass C search (popbsmtp._needles)")
-    why = "pure-Python search: popbsmtp._needles was not built (no C compiler at install)"
-    return Finding(WARNING, "prefilter", why, "reinstall with gcc and python3-dev present")
+def check_speedups() -> Finding:
+    """Say whether the C extensions were built: without them, same answers, slower."""
+    built = {
+        "popbsmtp._needles (one-pass search)": matcher.ACCELERATED,
+        "popbsmtp._envelope (envelope split)": syslog.ACCELERATED,
+    }
+    missing = [name for name, ok in built.items() if not ok]
+    if not missing:
+        return Finding(OK, "speedups", "C extensions " + ", ".join(built))
+    why = f"pure Python: {', '.join(missing)} not built (no C compiler at install)"
+    return Finding(WARNING, "speedups", why, "reinstall with gcc and python3-dev present")
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:

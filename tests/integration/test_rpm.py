@@ -90,7 +90,7 @@ def files(package: Path) -> List[str]:
 
 
 def test_names_and_architectures(packages):
-    """Architecture-specific: the C prefilter (popbsmtp/_needles.c) is compiled in."""
+    """Architecture-specific: the C extensions (popbsmtp/_needles.c, _envelope.c) are compiled in."""
     arch = os.uname().machine
     assert packages["systemd"].name == f"popbsmtp-{__version__}-1.{arch}.rpm"
     assert packages["sysv"].name == f"popbsmtp-{__version__}-1.sysv.{arch}.rpm"
@@ -116,7 +116,9 @@ def test_file_lists(packages):
         assert ("/usr/lib/systemd/system/popbsmtp.service" in listed) == (flavour != "sysv")
         assert ("/etc/rc.d/init.d/popbsmtp" in listed) == (flavour == "sysv")
         assert not [f for f in listed if "__pycache__" in f or f.endswith((".pyc", ".c"))]
-        assert [f for f in listed if re.search(r"/popbsmtp/_needles\.cpython-.*\.so$", f)], flavour
+        for extension in ("_needles", "_envelope"):
+            found = [f for f in listed if re.search(rf"/popbsmtp/{extension}\.cpython-.*\.so$", f)]
+            assert found, f"{flavour}: {extension}"
     sitearch = [
         f for f in files(packages["systemd"]) if f.endswith("/site-packages/popbsmtp/cli.py")
     ]
@@ -216,7 +218,7 @@ def test_installed_program_runs(installed, flavour):
     check = run_installed(root, "check-config", "--config", str(shipped), bundled=bundled)
     assert check.returncode == 0 and "configuration OK" in check.stdout, check.stderr
     doctor = run_installed(root, "doctor", "--config", str(shipped), bundled=bundled)
-    assert "prefilter: one-pass C search" in doctor.stdout, doctor.stdout + doctor.stderr
+    assert "OK       speedups: C extensions" in doctor.stdout, doctor.stdout + doctor.stderr
     if flavour == "sysv":
         script = root / "etc" / "rc.d" / "init.d" / "popbsmtp"
         assert script.read_bytes() == (ROOT / "init" / "popbsmtp").read_bytes()
