@@ -90,7 +90,7 @@ def files(package: Path) -> List[str]:
 
 
 def test_names_and_architectures(packages):
-    """Architecture-specific: the C extensions (popbsmtp/_needles.c, _envelope.c) are compiled in."""
+    """Architecture-specific: the C extensions (_needles.c, _envelope.c) are compiled in."""
     arch = os.uname().machine
     assert packages["systemd"].name == f"popbsmtp-{__version__}-1.{arch}.rpm"
     assert packages["sysv"].name == f"popbsmtp-{__version__}-1.sysv.{arch}.rpm"
