@@ -186,25 +186,26 @@ undecided(void)
     return Py_NotImplemented;
 }
 
-/* The line's ASCII text, or NULL (with *skip set) when the regexes must decide. */
-static const char *
-ascii_text(PyObject *line, Py_ssize_t *len, int *skip)
+/*
+ * The line's text in *s and *len: 1 when it is pure ASCII, 0 when the
+ * regexes must decide (any other str), -1 with an exception (not a str).
+ */
+static int
+ascii_text(PyObject *line, const char **s, Py_ssize_t *len)
 {
-    *skip = 0;
     if (!PyUnicode_Check(line)) {
         PyErr_SetString(PyExc_TypeError, "the line must be a str");
-        return NULL;
+        return -1;
     }
 #if PY_VERSION_HEX < 0x030C0000
     if (PyUnicode_READY(line) < 0)
-        return NULL;
+        return -1;
 #endif
-    if (!PyUnicode_IS_ASCII(line)) {
-        *skip = 1;
-        return NULL;
-    }
+    if (!PyUnicode_IS_ASCII(line))
+        return 0;
     *len = PyUnicode_GET_LENGTH(line);
-    return (const char *)PyUnicode_DATA(line);
+    *s = (const char *)PyUnicode_DATA(line);
+    return 1;
 }
 
 static PyObject *
@@ -228,11 +229,11 @@ rfc3339(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "rfc3339(line, envelope_type)");
         return NULL;
     }
+    const char *s;
     Py_ssize_t len;
-    int skip;
-    const char *s = ascii_text(args[0], &len, &skip);
-    if (s == NULL)
-        return skip ? undecided() : NULL;
+    int ascii = ascii_text(args[0], &s, &len);
+    if (ascii <= 0)
+        return ascii < 0 ? NULL : undecided();
     /* (?P<sec>[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}) */
     if (len < 19 || number(s, len, 0, 4) < 0 || s[4] != '-' || number(s, len, 5, 2) < 0
         || s[7] != '-' || number(s, len, 8, 2) < 0 || (s[10] != 'T' && s[10] != ' ')
@@ -312,11 +313,11 @@ rfc3164(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "rfc3164(line)");
         return NULL;
     }
+    const char *s;
     Py_ssize_t len;
-    int skip;
-    const char *s = ascii_text(args[0], &len, &skip);
-    if (s == NULL)
-        return skip ? undecided() : NULL;
+    int ascii = ascii_text(args[0], &s, &len);
+    if (ascii <= 0)
+        return ascii < 0 ? NULL : undecided();
     /* (?P<mon>[A-Z][a-z]{2}) (?P<day>[ 0-9][0-9]) (?P<hms>[0-9]{2}:[0-9]{2}:[0-9]{2}) */
     if (len < 15 || !(s[0] >= 'A' && s[0] <= 'Z') || !(s[1] >= 'a' && s[1] <= 'z')
         || !(s[2] >= 'a' && s[2] <= 'z') || s[3] != ' ' || (s[4] != ' ' && !is_digit(s[4]))
