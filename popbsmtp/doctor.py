@@ -214,7 +214,8 @@ def check_speedups() -> Finding:
     if not missing:
         return Finding(OK, "speedups", "C extensions " + ", ".join(built))
     why = f"pure Python: {', '.join(missing)} not built (no C compiler at install)"
-    return Finding(WARNING, "speedups", why, "reinstall with gcc and python3-dev present")
+    fix = "reinstall with gcc and the Python headers (Debian python3-dev, RHEL python3-devel)"
+    return Finding(WARNING, "speedups", why, fix)
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:

@@ -64,7 +64,7 @@ def test_a_missing_c_extension_is_a_warning_naming_it(monkeypatch, module):
 
     monkeypatch.setattr(getattr(doctor_module, module), "ACCELERATED", False)
     found = doctor_module.check_speedups()
-    assert found.level == "WARNING" and "gcc and python3-dev" in found.fix
+    assert found.level == "WARNING" and "gcc and the Python headers" in found.fix
     named = "popbsmtp._needles" if module == "matcher" else "popbsmtp._envelope"
     assert f"{named} (" in found.detail and "not built" in found.detail
 
