@@ -4,7 +4,7 @@
 the split of a candidate line's syslog envelope (docs/benchmarks.md).  They
 are optional: without a C compiler the build goes on and popbsmtp uses the
 pure-Python search and regexes, which give the same answers more slowly.  Set
-``POPBSMTP_PURE_PYTHON=1`` to skip it on purpose, ``POPBSMTP_REQUIRE_EXTENSION=1``
+``POPBSMTP_PURE_PYTHON=1`` to skip them on purpose, ``POPBSMTP_REQUIRE_EXTENSION=1``
 to make a failed compilation fail the build (packages do).
 """
 
