@@ -171,10 +171,7 @@ class FileTail:
         if old is not None:
             log.info("%s was rotated while stopped; reading the rest of the old file", self.path)
             skip.add(devino(old))
-            entry = Generation(old, saved.offset)
-            os.lseek(old, saved.offset, os.SEEK_SET)
-            self._drain(entry, blocks, bounded=False)
-            self._finish(entry, blocks)
+            self._read_rest(Generation(old, saved.offset), blocks)
         if saved.mtime_ns != -1:  # copytruncated while stopped, maybe more than once
             base = self._siblings.after_restart(saved.mtime_ns, saved.newest)
             self._read_copies(blocks, base, fd, skip)
@@ -196,6 +193,12 @@ class FileTail:
             entry.take(entry.buf + data, blocks, self.stats, self.max_line_length)
         self.more = True
         return False
+
+    def _read_rest(self, entry: Generation, blocks: List[bytes]) -> None:
+        """Read a rotated file or a copy from where ``entry`` stands to its end; close it."""
+        os.lseek(entry.fd, entry.offset + len(entry.buf), os.SEEK_SET)
+        self._drain(entry, blocks, bounded=False)
+        self._finish(entry, blocks)
 
     def _finish(self, entry: Generation, blocks: List[bytes]) -> None:
         """A rotated file or a copy is done: remember its head, close it."""
@@ -254,10 +257,7 @@ class FileTail:
             self._siblings.heads.append(cur.head)
         if copy is not None:
             skip.add(devino(copy))
-            entry = Generation(copy, cur.offset, cur.buf, cur.skipping)
-            os.lseek(copy, cur.offset + len(cur.buf), os.SEEK_SET)
-            self._drain(entry, blocks, bounded=False)
-            self._finish(entry, blocks)
+            self._read_rest(Generation(copy, cur.offset, cur.buf, cur.skipping), blocks)
             log.info("%s was truncated (copytruncate); read the rest from its copy", self.path)
         # a held-back partial line at offset 0 is read again from its copy
         base = self._siblings.baseline(cur.seen[0], cur.head)
@@ -281,9 +281,7 @@ class FileTail:
         for fd in copies:
             log.info("%s was copied and truncated unseen; reading its copy", self.path)
             read.append(devino(fd))
-            entry = Generation(fd, 0)
-            self._drain(entry, blocks, bounded=False)
-            self._finish(entry, blocks)
+            self._read_rest(Generation(fd, 0), blocks)
         return read
 
     def _error(self, message: str) -> None:
