@@ -116,9 +116,9 @@ class Writer(MapWriter):
 
         def change(txn: lmdb.Transaction) -> None:
             for key in remove:
-                txn.delete(key.lower().encode() + b"\0")
+                txn.delete(_raw(key))
             for key in add:
-                txn.put(key.lower().encode() + b"\0", value)
+                txn.put(_raw(key), value)
 
         self._write(change)
 
@@ -137,7 +137,7 @@ class Writer(MapWriter):
             for raw in stale:
                 txn.delete(raw)
             for key in keys:
-                raw = key.lower().encode() + b"\0"
+                raw = _raw(key)
                 if txn.get(raw) != value:
                     txn.put(raw, value)
 
@@ -197,6 +197,11 @@ class Writer(MapWriter):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _raw(key: str) -> bytes:
+    """A grant table key as Postfix stores and looks it up: lower case, with its NUL."""
+    return key.lower().encode() + b"\0"
 
 
 def _text(raw: Union[bytes, memoryview]) -> str:
