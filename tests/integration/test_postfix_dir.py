@@ -50,9 +50,7 @@ def test_mynetworks_without_main_cf_says_what_to_do(pf_tmp, unconfigured):
 
 def test_default_map_without_main_cf_is_lmdb_and_says_why(pf_tmp, unconfigured):
     config = pf_tmp / "popbsmtp.conf"
-    config.write_text(
-        f"[popbsmtp]\npostfix_config_dir = {unconfigured}\nignore_networks = none\n"
-    )
+    config.write_text(f"[popbsmtp]\npostfix_config_dir = {unconfigured}\nignore_networks = none\n")
     out = popbsmtp("check-config", "--explain", "-c", str(config)).stdout
     assert "map = lmdb:/etc/postfix/pop-before-smtp" in out, out
     assert f"no main.cf in {unconfigured}" in out, out
