@@ -222,12 +222,8 @@ def check_speedups() -> Finding:
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
     matcher = build_matcher(settings, profiles)
-    now = time.time()
-    return sum(
-        1
-        for line in lines
-        if (found := matcher.match(line, now)) is not None and found.event == LOGIN
-    )
+    block = b"".join(line + b"\n" for line in lines)
+    return sum(1 for found in matcher.match_block(block, time.time()) if found.event == LOGIN)
 
 
 def _overrides_restrictions(service: postfix.SmtpdService) -> bool:
