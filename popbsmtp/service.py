@@ -230,13 +230,11 @@ class Service:
         ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
         matcher.stats = self.matcher.stats
         self.matcher = matcher
-        for name in RELOADABLE:
-            setattr(self.settings, name, getattr(settings, name))
-            self.settings.raw[name] = settings.raw[name]
-            self.settings.sources[name] = settings.sources[name]
+        later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
+        self.settings = self.settings.reloaded(settings, RELOADABLE)
         self.policy.reconfigure(settings.grace, ignored)
         logsetup.set_level(settings.log_level)
-        later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
+        later = [n for n in later if n not in RELOADABLE]
         if later:
             log.warning("changed options need a restart to take effect: %s", ", ".join(later))
         log.info("configuration reloaded; %d clients authorized", len(self.table))
