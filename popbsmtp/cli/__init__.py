@@ -11,14 +11,16 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from popbsmtp import __version__, admin, config, logsetup, notify
-from popbsmtp.addresses import InvalidAddress, parse_networks, postfix_key
+from popbsmtp import __version__, config
+from popbsmtp.cli import admin
+from popbsmtp.cli.logtest import iso, open_input, run_test
+from popbsmtp.config.values import duration, format_duration
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
-from popbsmtp.logtest import iso, open_input, run_test
-from popbsmtp.options import duration, format_duration
+from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
 from popbsmtp.policy import Policy
 from popbsmtp.profiles import registry, select
-from popbsmtp.service import Service, build_matcher
 
 log = logging.getLogger("popbsmtp")
 
@@ -46,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PopbsmtpError("--daemonize and --foreground exclude each other")
     detached = None
     if args.daemonize:
-        from popbsmtp.daemonize import daemonize
+        from popbsmtp.daemon.daemonize import daemonize
 
         if args.config:  # the daemon runs in /, and re-reads the file on SIGHUP
             args.config = os.path.abspath(args.config)
@@ -190,7 +192,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from popbsmtp.demo import run_demo
+    from popbsmtp.cli.demo import run_demo
 
     return run_demo(args.dir, args.duration)
 

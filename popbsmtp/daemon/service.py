@@ -19,25 +19,25 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from popbsmtp import control, logsetup, notify
-from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.config import Settings
-from popbsmtp.control import MANUAL, apply_request
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.reaper import Reaper
+from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.errors import MapError, PopbsmtpError, StartupError
-from popbsmtp.grants import GrantTable
-from popbsmtp.mapping import MapKeeper
+from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants.control import MANUAL, apply_request
+from popbsmtp.grants.saver import Saver
+from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.maps._files import check_directory, check_writable
-from popbsmtp.matcher import Login, Matcher
+from popbsmtp.maps.keeper import MapKeeper
+from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
 from popbsmtp.profiles import select
-from popbsmtp.reaper import Reaper
-from popbsmtp.saver import Saver
-from popbsmtp.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
-from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
-from popbsmtp.syslog import EnvelopeParser
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ class Service:
         return min(found) if found else None
 
     def _save(self, force: bool = False) -> None:
-        """Snapshot grants and position when due (:class:`popbsmtp.saver.Saver`).
+        """Snapshot grants and position when due (:class:`popbsmtp.grants.saver.Saver`).
 
         Written on the saver's thread so a big table does not hold up the
         logins that arrive meanwhile; ``force``: now, and wait until written.
