@@ -112,6 +112,16 @@ SCHEMA: Tuple[Option, ...] = (
     Option("map_owner", kinds.text, "", "Owner of the table file (empty: the daemon's user)."),
     Option("map_group", kinds.text, "", "Group of the table file (empty: the daemon's group)."),
     Option(
+        "ipv6_scope",
+        kinds.choice("exact", "neighbours"),
+        "exact",
+        "exact: an IPv6 client is entered only where its grant covers that one address:"
+        " always in a socketmap: table; in a table Postfix also searches by partial keys"
+        " (lmdb, hash, btree, cdb, pgsql) only when its address has all eight groups"
+        " written out, other IPv6 logins are refused and logged.  neighbours: enter them"
+        " anyway; a grant of P::S then also lets every address written P::S:... relay.",
+    ),
+    Option(
         "grace",
         kinds.duration,
         "30m",
@@ -185,6 +195,7 @@ class Settings:
     map_mode: int
     map_owner: str
     map_group: str
+    ipv6_scope: str
     grace: float
     max_session: float
     ignore_networks: str

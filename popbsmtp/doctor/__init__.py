@@ -30,7 +30,7 @@ from popbsmtp.doctor.probes import (
     unreadable_by,
 )
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.maps import MapSpec, writer_class
+from popbsmtp.maps import MapSpec, partial_lookups, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.parse import envelope as syslog
@@ -68,7 +68,7 @@ class Doctor:
             return [Finding(ERROR, "postfix", str(exc), fix), speed]
         found = [speed, *self.check_map(types)]
         found += self.check_services()
-        found += [self.check_log(), self.check_networks(), self.check_daemon()]
+        found += [self.check_log(), self.check_networks(), self.check_ipv6(), self.check_daemon()]
         return found
 
     # -- the table -------------------------------------------------------
@@ -193,6 +193,24 @@ class Doctor:
             return Finding(WARNING, "log", why, f"set profiles = {', '.join(would)}")
         fix = "log in once by POP/IMAP; check logfile; try popbsmtp test"
         return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
+
+    def check_ipv6(self) -> Finding:
+        """How much one IPv6 grant covers in this table type (ipv6_scope)."""
+        kind = self.spec.type
+        if not partial_lookups(kind):
+            return Finding(OK, "ipv6", f"{kind}: is asked for full addresses only: exact")
+        if self.settings.ipv6_scope == "neighbours":
+            why = (
+                f"ipv6_scope = neighbours: in a {kind}: table a grant of P::S also lets every"
+                " address written P::S:... relay (smtpd's partial-key lookups)"
+            )
+            fix = "map = socketmap:... answers exactly; or ipv6_scope = exact"
+            return Finding(WARNING, "ipv6", why, fix)
+        why = (
+            f"{kind}: tables are also searched by partial keys, so IPv6 logins whose address"
+            " is not written out in full (all eight groups) are refused, never entered"
+        )
+        return Finding(OK, "ipv6", why + "; map = socketmap:... would grant them exactly")
 
     def check_networks(self) -> Finding:
         spec = self.settings.ignore_networks

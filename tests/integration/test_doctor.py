@@ -179,6 +179,9 @@ def test_running_daemon_and_last_write_are_reported(pf_tmp):
     with Daemon(config) as daemon:
         append(pf_tmp / "mail.log", dovecot_login(GRANTED))
         wait_for(lambda: f"granted {GRANTED}" in daemon.log(), what="grant")
+        # The doctor reads the saved grants, which follow the table within a second.
+        state = pf_tmp / "state" / "state.json"
+        wait_for(lambda: GRANTED in state.read_text(), what="the grant saved")
         result = doctor(config, instance)
         assert daemon.stop() == 0
     assert result.returncode == 0, result.stdout
