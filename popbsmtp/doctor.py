@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, TextIO, Tuple
 
-from popbsmtp import matcher, postfix, syslog
+from popbsmtp import postfix
 from popbsmtp.addresses import parse_networks
 from popbsmtp.config import Settings
 from popbsmtp.errors import PopbsmtpError
@@ -52,13 +52,12 @@ class Doctor:
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
-        speed = check_speedups()
         try:
             postfix.check_config_dir(self.dir)
             types = postfix.supported_types(self.dir)
         except PostfixError as exc:
-            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR"), speed]
-        found = [speed, *self.check_map(types)]
+            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR")]
+        found = self.check_map(types)
         found += self.check_services()
         found += [self.check_log(), self.check_networks(), self.check_daemon()]
         return found
@@ -202,20 +201,6 @@ class Doctor:
         pid = read_pid(pidfile)
         who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
-
-
-def check_speedups() -> Finding:
-    """Say whether the C extensions were built: without them, same answers, slower."""
-    built = {
-        "popbsmtp._needles (one-pass search)": matcher.ACCELERATED,
-        "popbsmtp._envelope (envelope split)": syslog.ACCELERATED,
-    }
-    missing = [name for name, ok in built.items() if not ok]
-    if not missing:
-        return Finding(OK, "speedups", "C extensions " + ", ".join(built))
-    why = f"pure Python: {', '.join(missing)} not built (no C compiler at install)"
-    fix = "reinstall with gcc and the Python headers (Debian python3-dev, RHEL python3-devel)"
-    return Finding(WARNING, "speedups", why, fix)
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
