@@ -17,13 +17,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from support import wait_for, write_config
+from support import append, dovecot_login, wait_for, write_config
 
 from popbsmtp import __version__
 
@@ -454,3 +455,98 @@ def test_installed_man_pages_render(installed):
 def test_spec_version_matches_the_package():
     spec = (ROOT / "packaging" / "rpm" / "popbsmtp.spec").read_text()
     assert f"%global popbsmtp_version {__version__}}}" in spec
+
+
+# In a private mount namespace, /etc/postfix is the installed root's: the daemon
+# sees the packaged /etc/postfix/popbsmtp at its real path and nothing of the host's.
+FIRST_START = """\
+set -eu
+root="$1"; shift
+mount --bind "$root/etc/postfix" /etc/postfix
+exec "$@"
+"""
+SERVICE_UID = 65534  # stands in for the popbsmtp user, which this machine lacks
+
+
+def first_start(root: Path, work: Path, map_line: str = "") -> subprocess.Popen:
+    """The installed daemon, as an unprivileged user, on the packaged popbsmtp.conf."""
+    (work / "mail.log").touch()
+    state = work / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, SERVICE_UID, SERVICE_UID)
+    # Only what must differ on a test machine: the log, the state, no postconf.
+    (root / "etc" / "popbsmtp" / "conf.d" / "test.conf").write_text(
+        f"[popbsmtp]\nlogfile = {work}/mail.log\nstate_dir = {state}\n"
+        f"ignore_networks = none\nmax_session = 1s\n{map_line}"
+    )
+    sitelib = glob.glob(str(root / "usr" / "lib" / "python3*" / "site-packages"))
+    assert len(sitelib) == 1, sitelib
+    command = [
+        "/usr/bin/python3", str(root / "usr" / "bin" / "popbsmtp"), "run", "--foreground",
+        "--config", str(root / "etc" / "popbsmtp" / "popbsmtp.conf"),
+    ]  # fmt: skip
+    privileges = [tool("setpriv"), f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}",
+                  "--clear-groups"]  # fmt: skip
+    with open(work / "daemon.err", "wb") as err:  # the child keeps its own copy
+        return subprocess.Popen(
+            [tool("unshare"), "--mount", "--propagation", "private", "--",
+             "sh", "-c", FIRST_START, "sh", str(root), *privileges, *command],
+            stderr=err,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": sitelib[0], "LANG": "C.UTF-8"},
+        )  # fmt: skip
+
+
+def test_packaged_defaults_work_on_first_start(packages, pf_tmp):
+    """The shipped map lies in the directory the package makes for the service user."""
+    root = pf_tmp / "root"
+    subprocess.run(
+        [tool("rpm"), "-i", "--root", str(root), "--nodeps", "--noscripts",
+         str(packages["systemd"])],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    table = root / "etc" / "postfix" / "popbsmtp"
+    # What %attr(0755,popbsmtp,popbsmtp) gives where the user exists.
+    assert stat.S_IMODE(table.stat().st_mode) == 0o755
+    os.chown(table, SERVICE_UID, SERVICE_UID)
+    postfix_dir = pf_tmp / "postfix"
+    postfix_dir.mkdir()
+    (postfix_dir / "main.cf").touch()
+    proc = first_start(root, pf_tmp)
+    err = pf_tmp / "daemon.err"
+    try:
+        wait_for(
+            lambda: "following " in err.read_text() or proc.poll() is not None,
+            timeout=20,
+            what="daemon started",
+        )
+        assert proc.poll() is None, err.read_text()
+        append(pf_tmp / "mail.log", dovecot_login("192.0.2.61"))
+
+        def granted() -> bool:
+            query = subprocess.run(
+                [tool("postmap"), "-c", str(postfix_dir), "-q", "192.0.2.61",
+                 f"lmdb:{table}/clients"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            return query.stdout.strip() == "OK"
+
+        wait_for(granted, timeout=20, what="grant in the packaged table")
+        assert (table / "clients.lmdb").stat().st_uid == SERVICE_UID
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    assert code == 0, err.read_text()
+
+
+def test_the_built_in_default_map_would_not_start(packages, pf_tmp):
+    """Why the package sets map: the service user cannot create files in /etc/postfix."""
+    root = pf_tmp / "root"
+    subprocess.run(
+        [tool("rpm"), "-i", "--root", str(root), "--nodeps", "--noscripts",
+         str(packages["systemd"])],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    proc = first_start(root, pf_tmp, "map = lmdb:/etc/postfix/pop-before-smtp\n")
+    code = proc.wait(30)
+    text = (pf_tmp / "daemon.err").read_text()
+    assert code != 0 and "cannot create files in the table directory /etc/postfix" in text, text
