@@ -36,8 +36,8 @@ with atheris.instrument_imports():
         genuine_lines,
     )
 
-    from popbsmtp.addresses import InvalidAddress, postfix_key
-    from popbsmtp.syslog import EnvelopeParser
+    from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+    from popbsmtp.parse.envelope import EnvelopeParser
 
 MATCHER = all_profiles_matcher()
 GENUINE = genuine_lines()

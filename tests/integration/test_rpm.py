@@ -173,12 +173,14 @@ def test_file_lists(packages):
         assert ("/etc/rc.d/init.d/popbsmtp" in listed) == (flavour == "sysv")
         assert not [f for f in listed if "__pycache__" in f or f.endswith((".pyc", ".c"))]
     sitelib = [
-        f for f in files(packages["systemd"]) if f.endswith("/site-packages/popbsmtp/cli.py")
+        f
+        for f in files(packages["systemd"])
+        if f.endswith("/site-packages/popbsmtp/cli/__init__.py")
     ]
     assert sitelib and sitelib[0].startswith("/usr/lib/python3"), "it belongs in python3_sitelib"
     private = files(packages["bundled"])
     for module in (
-        "popbsmtp/cli.py",
+        "popbsmtp/cli/__init__.py",
         "lmdb/__init__.py",
         "watchdog/__init__.py",
         "daemon/__init__.py",

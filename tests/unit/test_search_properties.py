@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import Profile, Rule, registry
-from popbsmtp.syslog import EnvelopeParser
 
 ALPHABET = "log)<pu=Ax\x00é"
 

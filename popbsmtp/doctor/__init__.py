@@ -19,16 +19,23 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, TextIO, Tuple
 
 from popbsmtp import postfix
-from popbsmtp.addresses import parse_networks
 from popbsmtp.config import Settings
+from popbsmtp.daemon.service import build_matcher
+from popbsmtp.doctor.probes import (
+    age,
+    daemon_running,
+    live_grants,
+    lock_holder,
+    tail_lines,
+    unreadable_by,
+)
 from popbsmtp.errors import PopbsmtpError
 from popbsmtp.maps import MapSpec, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
+from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
-from popbsmtp.probes import age, daemon_running, live_grants, lock_holder, tail_lines, unreadable_by
 from popbsmtp.profiles import LOGIN, registry
-from popbsmtp.service import build_matcher
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 LOG_LINES = 5000
