@@ -318,9 +318,21 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
     return Settings(**values, sources=MappingProxyType(sources), raw=MappingProxyType(texts))
 
 
-def render_default_config() -> str:
-    """The shipped ``popbsmtp.conf``: every option, commented, at its default."""
+#: What the packages (RPM, .deb) set in the popbsmtp.conf they ship: a table in
+#: the directory they create for the service user, so that the first start
+#: works (the built-in default lies in /etc/postfix, which that user cannot write).
+PACKAGED: Dict[str, str] = {"map": "lmdb:/etc/postfix/popbsmtp/clients"}
+
+
+def render_default_config(packaged: Optional[Dict[str, str]] = None) -> str:
+    """The shipped ``popbsmtp.conf``: every option, commented, at its default.
+
+    ``packaged`` (default :data:`PACKAGED`) are set for real after their
+    commented default, each marked as the package's choice.
+    """
     import textwrap
+
+    packaged = PACKAGED if packaged is None else packaged
 
     out = [
         "# popbsmtp configuration.  Every option is shown commented out at its",
@@ -334,4 +346,7 @@ def render_default_config() -> str:
         shown = opt.default if isinstance(opt.default, str) else opt.example
         out += ["", *textwrap.wrap(opt.help, 76, initial_indent="# ", subsequent_indent="# ")]
         out.append(f"#{opt.name} = {shown}".rstrip())
+        if opt.name in packaged:
+            out += ["# Set by the package (its directory is made for the service user):"]
+            out.append(f"{opt.name} = {packaged[opt.name]}")
     return "\n".join(out) + "\n"

@@ -33,8 +33,6 @@ from popbsmtp.errors import PopbsmtpError
 from popbsmtp.maps import MapSpec, partial_lookups, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
-from popbsmtp.parse import envelope as syslog
-from popbsmtp.parse import matcher
 from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
 from popbsmtp.profiles import LOGIN, registry
@@ -60,13 +58,12 @@ class Doctor:
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
-        speed = check_speedups()
         try:
             types = postfix.supported_types(self.dir)
         except PostfixError as exc:
             fix = "install and configure Postfix, or set postfix_config_dir (--postfix-dir)"
-            return [Finding(ERROR, "postfix", str(exc), fix), speed]
-        found = [speed, *self.check_map(types)]
+            return [Finding(ERROR, "postfix", str(exc), fix)]
+        found = self.check_map(types)
         found += self.check_services()
         found += [self.check_log(), self.check_networks(), self.check_ipv6(), self.check_daemon()]
         return found
@@ -229,20 +226,6 @@ class Doctor:
         pid = lock_holder(self.settings.state_dir)
         who = f"pid {pid}, holding {self.settings.state_dir}/lock" if pid else "pid unknown"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
-
-
-def check_speedups() -> Finding:
-    """Say whether the C extensions were built: without them, same answers, slower."""
-    built = {
-        "popbsmtp._needles (one-pass search)": matcher.ACCELERATED,
-        "popbsmtp._envelope (envelope split)": syslog.ACCELERATED,
-    }
-    missing = [name for name, ok in built.items() if not ok]
-    if not missing:
-        return Finding(OK, "speedups", "C extensions " + ", ".join(built))
-    why = f"pure Python: {', '.join(missing)} not built (no C compiler at install)"
-    fix = "reinstall with gcc and the Python headers (Debian python3-dev, RHEL python3-devel)"
-    return Finding(WARNING, "speedups", why, fix)
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:

@@ -62,9 +62,9 @@ class Snapshot:
 
 
 def ensure_dir(path: str) -> None:
-    """Create ``state_dir`` 0750 and refuse one others can write or a symlink."""
+    """Create ``state_dir`` 0700 and refuse one others can write or a symlink."""
     with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=0o750)
+        os.makedirs(path, mode=0o700)
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise StartupError(f"state_dir {path} is not a directory (or is a symlink)")

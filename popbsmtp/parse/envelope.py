@@ -36,15 +36,6 @@ import re
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional
 
-try:  # the optional C split (setup.py): the same answers as the regexes below
-    from popbsmtp._envelope import rfc3164 as _fast_rfc3164
-    from popbsmtp._envelope import rfc3339 as _fast_rfc3339
-except ImportError:  # no compiler at install time: the regexes do it all
-    _fast_rfc3164 = _fast_rfc3339 = None
-
-#: True when rfc3339/rfc3164 envelopes are split in C (``doctor`` says which).
-ACCELERATED = _fast_rfc3339 is not None
-
 # ASCII-only classes on purpose: `\d` would accept Unicode digits.
 _PROGRAM = r"(?P<prog>[A-Za-z0-9_./-]{1,64})(?:\[(?P<pid>[0-9]{1,10})\])?: "
 _BSD_STAMP = (
@@ -233,51 +224,16 @@ def _own_file(regex: re.Pattern[str], program: str, has_pid: bool) -> Splitter:
     return split
 
 
-def _c_rfc3339(fast: Callable, regexes: Splitter) -> Splitter:
-    """The rfc3339 split in C (:mod:`popbsmtp._envelope`), the regexes where it defers."""
-
-    def split(line: str, now: float) -> Optional[Envelope]:
-        found = fast(line, Envelope)
-        return regexes(line, now) if found is NotImplemented else found
-
-    return split
-
-
-def _c_rfc3164(fast: Callable, regexes: Splitter) -> Splitter:
-    """The rfc3164 split in C; the stamp's local time and year are added here."""
-
-    def split(line: str, now: float) -> Optional[Envelope]:
-        found = fast(line)
-        if found is None:
-            return None
-        if found is NotImplemented:
-            return regexes(line, now)
-        mon, day, hms, host, program, pid, message = found
-        stamp = _bsd_time(mon, day, hms, now)
-        return None if stamp is None else Envelope(stamp, host, program, pid, message)
-
-    return split
-
-
-#: The regex splitters, the reference for the C ones (tests compare them).
-REGEX_SPLITTERS: Dict[str, Splitter] = {
-    "rfc3164": _syslog(_RFC3164, iso=False),
-    "rfc3339": _syslog(_RFC3339, iso=True),
-}
-
 # The Dovecot check comes before rfc3164 on purpose: both start with a BSD stamp.
 _ORDER = ("dovecot", "rfc3339", "rfc3164", "rfc5424", "qpopper", "apple")
 _SPLITTERS: Dict[str, Splitter] = {
-    "rfc3164": REGEX_SPLITTERS["rfc3164"],
-    "rfc3339": REGEX_SPLITTERS["rfc3339"],
+    "rfc3164": _syslog(_RFC3164, iso=False),
+    "rfc3339": _syslog(_RFC3339, iso=True),
     "rfc5424": _rfc5424,
     "dovecot": _dovecot,
     "qpopper": _own_file(_QPOPPER, "popper", has_pid=True),
     "apple": _own_file(_APPLE, "AppleMailServer", has_pid=False),
 }
-if _fast_rfc3164 is not None and _fast_rfc3339 is not None:
-    _SPLITTERS["rfc3164"] = _c_rfc3164(_fast_rfc3164, REGEX_SPLITTERS["rfc3164"])
-    _SPLITTERS["rfc3339"] = _c_rfc3339(_fast_rfc3339, REGEX_SPLITTERS["rfc3339"])
 
 
 # Time conversion is most of an envelope's cost, and a busy log repeats the

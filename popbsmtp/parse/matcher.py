@@ -18,14 +18,6 @@ from popbsmtp.parse.addresses import InvalidAddress, postfix_key
 from popbsmtp.parse.envelope import Envelope, EnvelopeParser
 from popbsmtp.profiles import Profile, Rule
 
-try:  # the optional C search (setup.py); same answers, one pass for all needles
-    from popbsmtp._needles import candidate_lines as _one_pass
-except ImportError:  # no compiler at install time: the pure-Python search below
-    _one_pass = None
-
-#: True when the prefilter runs the C one-pass search (``doctor`` says which).
-ACCELERATED = _one_pass is not None
-
 
 class Login(NamedTuple):
     """A recognised login or logout.
@@ -87,10 +79,8 @@ class Matcher:
                 needles.add(rule.needle)
                 for program in rule.programs:
                     self._by_program.setdefault(program, []).append(_check(profile, rule))
-        self._needles = tuple(_shortest_needles(needles))  # the C search takes a tuple
+        self._needles = tuple(_shortest_needles(needles))
         self._searches = [_searcher(needle) for needle in self._needles]
-        fits = all(len(n) >= 2 for n in self._needles) and len(self._needles) <= 32
-        self._one_pass = _one_pass if fits else None
 
     def match(self, line: bytes, now: float) -> Optional[Login]:
         """The event one raw line (without newline) describes, or None.
@@ -105,7 +95,7 @@ class Matcher:
         """The events in a block of complete lines (as the tail reads them), in log order.
 
         Same answers as :meth:`match` on each line, but the block is searched
-        once per needle by C code (see :func:`_searcher`) and only the
+        once per needle by the interpreter's byte search (see :func:`_searcher`) and only the
         lines around a hit are cut out: the great majority of lines cost no
         Python work at all.  An overlong line is only noticed (and counted)
         when it is a candidate; any other line yields nothing anyway.  Lines
@@ -130,12 +120,6 @@ class Matcher:
 
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
         """(start, end) of each line holding a needle, sorted, newline excluded."""
-        if self._one_pass is not None:
-            return self._one_pass(block, self._needles)
-        return self._candidate_lines_python(block)
-
-    def _candidate_lines_python(self, block: bytes) -> List[Tuple[int, int]]:
-        """The same, one C-level search per needle (no compiler, or odd needles)."""
         spans: Dict[int, int] = {}
         size = len(block)
         for search in self._searches:

@@ -16,13 +16,6 @@ from typing import List, Tuple
 
 from popbsmtp.sources.siblings import HEAD_BYTES
 
-try:  # memchr from line to line: 4x faster than bytes.count on log lines
-    from popbsmtp._needles import newlines
-except ImportError:  # built without a compiler (see setup.py)
-
-    def newlines(block: bytes) -> int:
-        return block.count(b"\n")
-
 
 @dataclass
 class TailStats:
@@ -58,7 +51,7 @@ class Generation:
             # the head now, not at the next look: a copytruncate may come first
             self.head = block[:HEAD_BYTES]
         self.offset += end
-        stats.lines += newlines(block)
+        stats.lines += block.count(b"\n")
         if self.skipping and block:
             self.skipping = False
             block = block[block.find(b"\n") + 1 :]  # the tail of an overlong line
