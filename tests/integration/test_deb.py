@@ -174,6 +174,9 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     )
     enabled = "/etc/systemd/system/multi-user.target.wants/popbsmtp.service"
     assert tree.ok(f"readlink {enabled}").strip() == "/lib/systemd/system/popbsmtp.service"
+    # The unit with Debian's drop-in, as systemd would load it.
+    verify = tree.run("systemd-analyze verify --man=no popbsmtp.service")
+    assert verify.returncode == 0 and "popbsmtp" not in verify.stderr, verify.stderr
 
     # The admin configures Postfix as docs/install.md says and changes the
     # conffile; the packaged defaults pass check-config and let the daemon
