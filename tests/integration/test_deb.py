@@ -25,6 +25,7 @@ from popbsmtp import __version__
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packaging" / "deb" / "build-deb"
 TREE = Path(os.environ.get("POPBSMTP_DEB_TREE", "/var/cache/popbsmtp-ci/bookworm-deb"))
+pytestmark = pytest.mark.integration
 FIRST, SECOND = f"{__version__}-1", f"{__version__}-2"
 TABLE = "lmdb:/etc/postfix/popbsmtp/clients"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -177,6 +178,12 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     # The unit with Debian's drop-in, as systemd would load it.
     verify = tree.run("systemd-analyze verify --man=no popbsmtp.service")
     assert verify.returncode == 0 and "popbsmtp" not in verify.stderr, verify.stderr
+
+    # Postfix installed with "No configuration": the first start stops with
+    # EX_CONFIG (which the unit does not retry) and says what to do.
+    start = tree.run("setpriv --reuid popbsmtp --regid popbsmtp --groups adm popbsmtp run -f")
+    assert start.returncode == 78, start.stdout + start.stderr
+    assert "/etc/postfix has no main.cf" in start.stderr
 
     # The admin configures Postfix as docs/install.md says and changes the
     # conffile; the packaged defaults pass check-config and let the daemon
