@@ -2,7 +2,8 @@
 then installed, upgraded, removed and purged with dpkg in a Debian 12 tree.
 
 The tree is the debootstrap that .ci/setup caches with the package's
-dependencies already installed (so no step needs the network).  Every step
+dependencies (and rsyslog, which the package recommends) already installed,
+so no step needs the network.  Every step
 runs in private mount and PID namespaces that mount the cached tree under an
 overlay whose upper directory is the test's own: the cache is never changed,
 nothing is installed on this machine, and a daemon left behind dies with its
@@ -30,12 +31,12 @@ FIRST, SECOND = f"{__version__}-1", f"{__version__}-2"
 TABLE = "lmdb:/etc/postfix/popbsmtp/clients"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Mounts the overlay, /proc of the new PID namespace, /dev and the .deb
-# directory (read-only at /mnt), then runs the script in the tree.
+# Mounts the overlay, /proc of the new PID namespace, /dev (with /dev/pts,
+# for apt's log) and the .deb directory (read-only at /mnt), then runs the script in the tree.
 ENTER = """
 mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"
 mount -t proc proc "$4/proc"
-mount --bind /dev "$4/dev"
+mount --rbind /dev "$4/dev"
 mount --bind -o ro "$5" "$4/mnt"
 exec chroot "$4" /bin/sh -euc "$6"
 """
@@ -159,9 +160,10 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     tree = Tree(tmp_path, debs[FIRST].parent)
     first, second = (f"/mnt/{debs[v].name}" for v in (FIRST, SECOND))
 
-    # Install: the command, the user, the directories it may write, the
-    # conffile, and the unit enabled as Debian users expect.
-    tree.ok(f"dpkg -i {first}")
+    # Install as docs/install.md says (apt, with nothing left to download):
+    # the command, the user, the directories it may write, the conffile, and
+    # the unit enabled as Debian users expect.
+    assert "\n0 upgraded, 1 newly installed, 0 to remove" in tree.ok(f"apt-get install -y {first}")
     assert tree.ok("popbsmtp --version").strip() == f"popbsmtp {__version__}"
     user = tree.ok("getent passwd popbsmtp").strip().split(":")
     assert user[0] == "popbsmtp" and user[5:] == ["/var/lib/popbsmtp", "/usr/sbin/nologin"]
