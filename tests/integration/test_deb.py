@@ -145,15 +145,16 @@ def test_package_is_architecture_all_with_debian_dependencies(debs):
     assert not [f for f in files if f.endswith((".so", ".c"))]
 
 
-def test_lintian_finds_no_errors(debs):
+def test_lintian_finds_no_errors_or_warnings(debs):
+    """Overridden tags are justified in packaging/deb/README.md."""
     result = subprocess.run(
-        [tool("lintian"), "--fail-on", "error", *map(str, debs.values())],
+        [tool("lintian"), "--fail-on", "error,warning", *map(str, debs.values())],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not [line for line in result.stdout.splitlines() if line.startswith("E:")]
+    assert not [line for line in result.stdout.splitlines() if line.startswith(("E:", "W:"))]
 
 
 def test_install_upgrade_remove_purge(debs, tmp_path):
