@@ -170,7 +170,7 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     assert user[0] == "popbsmtp" and user[5:] == ["/var/lib/popbsmtp", "/usr/sbin/nologin"]
     owners = tree.ok("stat -c '%n %U:%G %a' /var/lib/popbsmtp /etc/postfix/popbsmtp")
     assert owners.splitlines() == [
-        "/var/lib/popbsmtp popbsmtp:popbsmtp 750",
+        "/var/lib/popbsmtp popbsmtp:popbsmtp 700",
         "/etc/postfix/popbsmtp popbsmtp:popbsmtp 755",
     ]
     assert tree.ok("dpkg-query -W -f '${Conffiles}' popbsmtp").split()[0] == (
