@@ -16,6 +16,7 @@ from popbsmtp.addresses import InvalidAddress, parse_networks, postfix_key
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.logtest import iso, open_input, run_test
 from popbsmtp.options import duration, format_duration
+from popbsmtp.policy import Policy
 from popbsmtp.profiles import registry, select
 from popbsmtp.service import Service, build_matcher
 
@@ -137,18 +138,18 @@ def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
+    policy = Policy(settings.grace, settings.max_session, ignored, matcher.profiles)
     now = time.time() if args.now is None else _parse_now(args.now)
     source = args.file or settings.logfile
     with open_input(source, sys.stdin.buffer) as handle:
         run_test(
             handle,
             matcher,
+            policy,
             now=now,
-            grace=settings.grace,
-            ignored=ignored,
             out=sys.stdout,
             as_json=args.json,
-            max_session=settings.max_session,
+            max_entries=settings.max_entries,
         )
     if args.read_map:
         from popbsmtp.doctor import compare_map

@@ -14,13 +14,15 @@ import configparser
 import glob
 import os
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from popbsmtp import options as t
 from popbsmtp import postfix
 from popbsmtp.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
 from popbsmtp.errors import ConfigError
+from popbsmtp.maps import MapSpec
 
 DEFAULT_CONFIG = "/etc/popbsmtp/popbsmtp.conf"
 SECTION = "popbsmtp"
@@ -158,20 +160,50 @@ SCHEMA: Tuple[Option, ...] = (
 BY_NAME = {opt.name: opt for opt in SCHEMA}
 
 
+@dataclass(frozen=True)
 class Settings:
-    """Effective values as attributes, and where each one came from."""
+    """The effective configuration, typed and frozen: one field per option.
 
-    def __init__(self, values: Dict[str, Any], sources: Dict[str, str], raw: Dict[str, str]):
-        self.__dict__.update(values)
-        self.sources = sources
-        self.raw = raw
+    ``sources`` and ``raw`` say where each value came from and how it was
+    written (``check-config --explain``).  A reload builds a new Settings
+    (:meth:`reloaded`); nothing ever changes one in place, so every part of
+    the daemon that holds one sees a consistent whole.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names the schema does not define.
-        raise AttributeError(f"no configuration option {name!r}")
+    distro: str
+    logfile: str
+    log_format: str
+    profiles: List[str]
+    postfix_config_dir: str
+    map: MapSpec
+    map_writer: str
+    map_value: str
+    map_mode: int
+    map_owner: str
+    map_group: str
+    grace: float
+    max_session: float
+    ignore_networks: str
+    max_entries: int
+    max_line_length: int
+    state_dir: str
+    poll_interval: float
+    log_level: str
+    log_target: str
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def explain(self) -> List[Tuple[str, str, str]]:
         return [(o.name, self.raw[o.name], self.sources[o.name]) for o in SCHEMA]
+
+    def reloaded(self, new: Settings, names: Tuple[str, ...]) -> Settings:
+        """These settings with the options ``names`` (and their origins) taken from ``new``."""
+        sources = {**self.sources, **{n: new.sources[n] for n in names}}
+        raw = {**self.raw, **{n: new.raw[n] for n in names}}
+        changes: Dict[str, Any] = {n: getattr(new, n) for n in names}
+        return replace(
+            self, **changes, sources=MappingProxyType(sources), raw=MappingProxyType(raw)
+        )
 
 
 def config_files(main: str) -> List[str]:
@@ -268,7 +300,7 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
         except ValueError as exc:
             raise ConfigError(str(exc), key=opt.name, source=source) from None
         sources[opt.name], texts[opt.name] = source, text.strip()
-    return Settings(values, sources, texts)
+    return Settings(**values, sources=MappingProxyType(sources), raw=MappingProxyType(texts))
 
 
 def render_default_config() -> str:
