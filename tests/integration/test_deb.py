@@ -132,7 +132,7 @@ def test_package_is_architecture_all_with_debian_dependencies(debs):
     files = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
     for path in (
         "/usr/bin/popbsmtp",
-        "/usr/lib/python3/dist-packages/popbsmtp/cli.py",
+        "/usr/lib/python3/dist-packages/popbsmtp/__init__.py",
         "/etc/popbsmtp/popbsmtp.conf",
         "/lib/systemd/system/popbsmtp.service",
         "/lib/systemd/system/popbsmtp.service.d/debian.conf",
