@@ -12,6 +12,7 @@ reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import subprocess
 import time
@@ -92,12 +93,18 @@ class Doctor:
         return Finding(OK, "map", f"{self.table} exists and {owner} (mail_owner) can read it")
 
     def _directory(self) -> Finding:
+        """The daemon's own check, trusting the packaged service user besides root."""
         directory = os.path.dirname(self.spec.path)
         try:
-            check_directory(directory)
+            check_directory(directory, also=service_uids())
         except PopbsmtpError as exc:
-            return Finding(ERROR, "map directory", str(exc), f"chmod go-w {directory}")
-        return Finding(OK, "map directory", f"{directory} is not writable by others")
+            fix = f"chmod go-w {directory}; chown root (or {SERVICE_USER}) {directory}"
+            return Finding(ERROR, "map directory", str(exc), fix)
+        return Finding(
+            OK,
+            "map directory",
+            f"{directory} is owned by root or the daemon, not writable by others",
+        )
 
     def _lookup(self) -> Finding:
         grants = live_grants(self.settings.state_dir)
@@ -204,6 +211,17 @@ class Doctor:
         pid = read_pid(pidfile)
         who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
+
+
+SERVICE_USER = "popbsmtp"  # the packages' service user (init/popbsmtp.sysusers)
+
+
+def service_uids() -> Tuple[int, ...]:
+    """The service user's uid, when it exists: the daemon runs as it, doctor as root."""
+    try:
+        return (pwd.getpwnam(SERVICE_USER).pw_uid,)
+    except KeyError:
+        return ()
 
 
 def check_speedups() -> Finding:

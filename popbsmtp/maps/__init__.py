@@ -115,6 +115,11 @@ def _discover() -> Dict[str, Type[MapWriter]]:
     return found
 
 
+def known_types() -> Tuple[str, ...]:
+    """Every table type some module here writes, sorted (``memory`` is for tests)."""
+    return tuple(sorted(_discover()))
+
+
 def writer_class(
     kind: str, method: str = "auto", postfix_dir: str = "/etc/postfix"
 ) -> Type[MapWriter]:
