@@ -228,6 +228,8 @@ def _snapshot(text: str) -> Snapshot:
     position = Position.from_json(fields["position"]) if fields.get("position") else None
     extra = {k: v for k, v in fields.items() if k not in ("version", "saved", "position")}
     saved = fields.get("saved")
+    if saved is not None and (isinstance(saved, bool) or not math.isfinite(float(saved))):
+        raise ValueError(f"saved is not a time ({saved!r})")  # it shifts manual grants
     return Snapshot(rows, position, extra, float(saved) if saved is not None else None)
 
 
