@@ -196,7 +196,7 @@ def _read_file(path: str) -> List[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"network list {path} is not UTF-8 text") from None
+        raise ConfigError(f"network list {path} is not UTF-8 text", key="ignore_networks") from None
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         for word in _words(line.split("#", 1)[0]):
@@ -205,7 +205,8 @@ def _read_file(path: str) -> List[str]:
             except ConfigError:
                 raise ConfigError(
                     f"network list {path}:{number}: not a network (CIDR) or address "
-                    "(the entry is not shown: the file may hold secrets)"
+                    "(the entry is not shown: the file may hold secrets)",
+                    key="ignore_networks",
                 ) from None
     return found
 
