@@ -87,8 +87,10 @@ def map_spec(text: str) -> MapSpec:
     checked at start, by :func:`popbsmtp.maps.writer_class`)."""
     try:
         spec = MapSpec.parse(text)
-    except Exception as exc:  # ConfigError from MapSpec.parse
-        raise ValueError(str(exc)) from None
+    except Exception:  # ConfigError from MapSpec.parse
+        raise ValueError(
+            f"{shown(text.strip())} is not a Postfix table TYPE:/absolute/path"
+        ) from None
     known = known_types()
     if spec.type not in known:
         raise ValueError(

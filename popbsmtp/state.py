@@ -104,8 +104,17 @@ class StateFile:
                 if info.st_uid not in (0, os.geteuid()):
                     raise ValueError(f"owned by uid {info.st_uid}, not root or the daemon's user")
                 return _snapshot(handle.read().decode("utf-8"))
-        # RecursionError: nesting no snapshot has (json recurses per level)
-        except (ValueError, KeyError, TypeError, IndexError, OSError, RecursionError) as exc:
+        # RecursionError: nesting no snapshot has (json recurses per level);
+        # OverflowError: a number no float holds
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            OSError,
+            RecursionError,
+            OverflowError,
+        ) as exc:
             return self._set_aside(exc)
 
     def _set_aside(self, exc: Exception) -> Snapshot:

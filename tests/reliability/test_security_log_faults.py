@@ -94,3 +94,17 @@ def test_log_replaced_by_a_fifo_then_a_file_again(pf_tmp):
         wait_for(lambda: _granted(pf_tmp, "192.0.2.42"), timeout=10, what="the new file read")
         assert _term_seconds(daemon) < 1.0
     assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_doctor_reports_a_log_that_is_not_a_regular_file(pf_tmp, kind):
+    log = pf_tmp / "mail.log"
+    if kind == "fifo":
+        os.mkfifo(log)  # opening it for reading would wait for a writer
+    else:
+        os.symlink("/dev/zero", log)  # reading it would never end
+    config = write_config(pf_tmp)
+    start = time.monotonic()
+    result = popbsmtp("doctor", "--config", str(config), check=False)
+    assert time.monotonic() - start < 30
+    assert f"ERROR    log: cannot read {log}: not a regular file" in result.stdout, result.stdout
