@@ -12,7 +12,6 @@ reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
 from __future__ import annotations
 
 import os
-import pwd
 import shlex
 import subprocess
 import time
@@ -93,12 +92,11 @@ class Doctor:
         return Finding(OK, "map", f"{self.table} exists and {owner} (mail_owner) can read it")
 
     def _directory(self) -> Finding:
-        """The daemon's own check, trusting the packaged service user besides root."""
         directory = os.path.dirname(self.spec.path)
         try:
-            check_directory(directory, also=service_uids())
+            check_directory(directory)
         except PopbsmtpError as exc:
-            fix = f"chmod go-w {directory}; chown root (or {SERVICE_USER}) {directory}"
+            fix = f"chmod go-w {directory}; chown root (or the daemon's user) {directory}"
             return Finding(ERROR, "map directory", str(exc), fix)
         return Finding(
             OK,
@@ -211,17 +209,6 @@ class Doctor:
         pid = read_pid(pidfile)
         who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
-
-
-SERVICE_USER = "popbsmtp"  # the packages' service user (init/popbsmtp.sysusers)
-
-
-def service_uids() -> Tuple[int, ...]:
-    """The service user's uid, when it exists: the daemon runs as it, doctor as root."""
-    try:
-        return (pwd.getpwnam(SERVICE_USER).pw_uid,)
-    except KeyError:
-        return ()
 
 
 def check_speedups() -> Finding:

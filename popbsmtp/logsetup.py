@@ -23,6 +23,7 @@ import sys
 from typing import Optional, TextIO, Union
 
 from popbsmtp.errors import StartupError
+from popbsmtp.maps._files import trusted_uids
 
 LOG_FILE_MODE = 0o640
 
@@ -104,7 +105,7 @@ def open_log_file(path: str) -> io.TextIOWrapper:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(0, "not a regular file")
-        if info.st_uid not in (0, os.geteuid()):
+        if info.st_uid not in trusted_uids():
             raise OSError(0, f"owned by uid {info.st_uid}, not root or the daemon's user")
         if stat.S_IMODE(info.st_mode) & 0o022:
             os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)

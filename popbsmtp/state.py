@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from popbsmtp.addresses import postfix_key
 from popbsmtp.errors import StartupError
-from popbsmtp.maps._files import owner_problem
+from popbsmtp.maps._files import owner_problem, trusted_uids
 from popbsmtp.sources.position import Position
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class StateFile:
                 info = os.fstat(handle.fileno())
                 if not stat.S_ISREG(info.st_mode):
                     raise ValueError("not a regular file")
-                if info.st_uid not in (0, os.geteuid()):
+                if info.st_uid not in trusted_uids():
                     raise ValueError(f"owned by uid {info.st_uid}, not root or the daemon's user")
                 return _snapshot(handle.read().decode("utf-8"))
         # RecursionError: nesting no snapshot has (json recurses per level);

@@ -14,7 +14,7 @@ import os
 import pwd
 import stat
 import tempfile
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, FrozenSet, List, Optional, Tuple
 
 from popbsmtp.errors import MapError
 
@@ -40,17 +40,32 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def owner_problem(path: str, also: Iterable[int] = ()) -> Optional[str]:
+SERVICE_USER = "popbsmtp"  # the packages' service user (init/popbsmtp.sysusers)
+
+
+def trusted_uids() -> FrozenSet[int]:
+    """Who may own what the daemon trusts: root, our effective user, the service user.
+
+    The service user counts even when we run as root: the packaged daemon
+    runs as it, and the admin tools (``add``, ``doctor``) run as root on the
+    same files.
+    """
+    try:
+        service: Tuple[int, ...] = (pwd.getpwnam(SERVICE_USER).pw_uid,)
+    except KeyError:
+        service = ()
+    return frozenset((0, os.geteuid(), *service))
+
+
+def owner_problem(path: str) -> Optional[str]:
     """Why someone besides root and the daemon's user could replace ``path``, or None.
 
     Mode bits are not enough: the owner of a directory can chmod it, rename
     what is in it and put their own files there, and the owner of a
     directory above it can swap the whole directory.  So ``path`` and every
-    directory above it must be owned by root or by the daemon's effective
-    user (``also``: more trusted uids, e.g. the service user when ``doctor``
-    runs as root).
+    directory above it must be owned by a :func:`trusted_uids` user.
     """
-    trusted = {0, os.geteuid(), *also}
+    trusted = trusted_uids()
     start = os.path.abspath(path)
     for current in _chain(start) + _chain(os.path.realpath(start)):
         try:
@@ -75,7 +90,7 @@ def _chain(path: str) -> List[str]:
     return found
 
 
-def check_directory(directory: str, also: Iterable[int] = ()) -> None:
+def check_directory(directory: str) -> None:
     """Refuse a table directory that others may write or own (or that is not a directory).
 
     Whoever can write the directory can replace the table with one that
@@ -88,7 +103,7 @@ def check_directory(directory: str, also: Iterable[int] = ()) -> None:
         raise MapError(f"table directory {directory}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise MapError(f"table directory {directory} is not a directory")
-    problem = owner_problem(directory, also)
+    problem = owner_problem(directory)
     if problem is not None:
         raise MapError(
             f"table directory {directory}: {problem}; fix with: chown root {directory} "
