@@ -44,9 +44,9 @@ with atheris.instrument_imports():
         matcher_for,
     )
 
-    from popbsmtp.addresses import InvalidAddress, postfix_key
     from popbsmtp.config import SCHEMA
-    from popbsmtp.syslog import _SPLITTERS, REGEX_SPLITTERS, EnvelopeParser
+    from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+    from popbsmtp.parse.envelope import _SPLITTERS, REGEX_SPLITTERS, EnvelopeParser
 
 MATCHER = all_profiles_matcher()
 GENUINE = genuine_lines()

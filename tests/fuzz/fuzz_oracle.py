@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from popbsmtp.addresses import postfix_key
-from popbsmtp.matcher import Login, Matcher
+from popbsmtp.parse.addresses import postfix_key
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.profiles import registry
-from popbsmtp.syslog import EnvelopeParser
 
 ATTACKER = "6.6.6.6"
 NOW = time.time()
@@ -135,8 +135,8 @@ def check_genuine(genuine: Genuine, login: Optional[Login]) -> None:
 def check_control_request(state_dir: str, data: bytes) -> None:
     """Oracle 3: a queued request is applied as checked, or set aside; never raises,
     never stays queued to be retried."""
-    from popbsmtp import control
-    from popbsmtp.options import MAX_DURATION
+    from popbsmtp.config.values import MAX_DURATION
+    from popbsmtp.grants import control
 
     spool = control.spool_dir(state_dir)
     os.makedirs(spool, mode=0o700, exist_ok=True)
@@ -160,7 +160,7 @@ def check_control_request(state_dir: str, data: bytes) -> None:
 
 def check_state_file(state_dir: str, data: bytes) -> None:
     """Oracle 4: a state file loads as valid grants and position, or is set aside."""
-    from popbsmtp.state import StateFile
+    from popbsmtp.grants.state import StateFile
 
     state = StateFile(state_dir)
     with open(state.path, "wb") as handle:
@@ -182,7 +182,7 @@ def check_state_file(state_dir: str, data: bytes) -> None:
 def check_config_value(name: str, text: str) -> None:
     """Oracle 5: an option's value parses to a bounded value or a short ValueError."""
     from popbsmtp.config import BY_NAME
-    from popbsmtp.options import MAX_DURATION, MAX_WHOLE
+    from popbsmtp.config.values import MAX_DURATION, MAX_WHOLE
 
     try:
         value = BY_NAME[name].parse(text)

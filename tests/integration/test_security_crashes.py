@@ -15,7 +15,8 @@ import pytest
 from postfix_instance import postmap_query
 from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
 
-from popbsmtp import admin, config
+from popbsmtp import config
+from popbsmtp.cli import admin
 from popbsmtp.errors import PopbsmtpError
 
 NINES = "9" * 400

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from popbsmtp.addresses import parse_networks
-from popbsmtp.logtest import run_test
-from popbsmtp.matcher import Matcher
+from popbsmtp.cli.logtest import run_test
+from popbsmtp.parse.addresses import parse_networks
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Matcher
+from popbsmtp.policy import Policy
 from popbsmtp.profiles import select
-from popbsmtp.syslog import EnvelopeParser
 
 DATA = Path(__file__).parent / "data"
 FILES = sorted(DATA.glob("*-captured*.log")) + sorted(DATA.glob("*-own-log.log"))
@@ -34,15 +35,14 @@ def test_captured_log(path: Path) -> None:
     server = path.name.split("-")[0]
     out = io.StringIO()
     with open(path, "rb") as handle:
+        # Dovecot's own log_path file is read as such (log_format = dovecot)
+        fmt = "dovecot" if "own-log" in path.name else "auto"
+        matcher = Matcher(select(["auto"]), EnvelopeParser(fmt))
         summary = run_test(
             handle,
-            # Dovecot's own log_path file is read as such (log_format = dovecot)
-            Matcher(
-                select(["auto"]), EnvelopeParser("dovecot" if "own-log" in path.name else "auto")
-            ),
+            matcher,
+            Policy(60.0, 86400.0, parse_networks("none"), matcher.profiles),
             now=time.time(),
-            grace=60.0,
-            ignored=parse_networks("none"),
             out=out,
             as_json=True,
         )

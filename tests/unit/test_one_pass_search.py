@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from popbsmtp import matcher as matcher_module
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse import matcher as matcher_module
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import registry
-from popbsmtp.syslog import EnvelopeParser
 
 try:
     from popbsmtp._needles import candidate_lines, newlines

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import registry
-from popbsmtp.syslog import EnvelopeParser
 
 NOW = time.mktime((2026, 11, 27, 12, 0, 0, 0, 0, -1))
 LOGIN = (

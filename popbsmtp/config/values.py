@@ -10,7 +10,7 @@ import re
 from typing import Callable, List
 
 from popbsmtp.maps import MapSpec, known_types
-from popbsmtp.syslog import FORMATS
+from popbsmtp.parse.envelope import FORMATS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Every number is bounded: a grace of 400 nines would be infinity, and the

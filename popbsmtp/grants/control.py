@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 if TYPE_CHECKING:
     from popbsmtp.grants import GrantTable
 
-from popbsmtp.addresses import postfix_key
+from popbsmtp.config.values import MAX_DURATION
 from popbsmtp.errors import StartupError
-from popbsmtp.options import MAX_DURATION
+from popbsmtp.parse.addresses import postfix_key
 
 log = logging.getLogger(__name__)
 

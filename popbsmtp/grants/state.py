@@ -33,9 +33,9 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from popbsmtp.addresses import postfix_key
 from popbsmtp.errors import StartupError
 from popbsmtp.maps._files import owner_problem, trusted_uids
+from popbsmtp.parse.addresses import postfix_key
 from popbsmtp.sources.position import Position
 
 log = logging.getLogger(__name__)
