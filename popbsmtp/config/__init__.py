@@ -70,8 +70,10 @@ SCHEMA: Tuple[Option, ...] = (
         "log_format",
         kinds.log_format,
         "auto",
-        "Log line format: auto, rfc3164 (Nov 27 04:48:08 host prog: ...), rfc3339,"
-        " rfc5424, dovecot (Dovecot's own log_path), qpopper (its trace file) or apple.",
+        "Log line format: auto (the syslog formats, decided for each line), rfc3164"
+        " (Nov 27 04:48:08 host prog: ...), rfc3339, rfc5424, or a server's own log file:"
+        " dovecot (Dovecot's log_path), qpopper (its trace file) or apple; auto never reads"
+        " those three.",
     ),
     Option(
         "profiles",
@@ -125,7 +127,7 @@ SCHEMA: Tuple[Option, ...] = (
         "grace",
         kinds.duration,
         "30m",
-        "How long a client may relay after its login (s, m, h, e.g. 30m).",
+        "How long a client may relay after its login (s, m, h, d, e.g. 30m; at most 30d).",
     ),
     Option(
         "max_session",

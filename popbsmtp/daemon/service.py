@@ -397,6 +397,7 @@ class Service:
             "candidates": stats.candidates,
             "unparseable": stats.unparseable,
             "overlong": self.tail.stats.overlong,
+            "torn": self.tail.stats.torn,
             "matched": dict(stats.matched),
             "grants_active": len(self.table),
             "map_writes": self.keeper.writes,

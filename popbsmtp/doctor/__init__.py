@@ -101,8 +101,13 @@ class Doctor:
         try:
             check_directory(directory)
         except PopbsmtpError as exc:
-            return Finding(ERROR, "map directory", str(exc), f"chmod go-w {directory}")
-        return Finding(OK, "map directory", f"{directory} is not writable by others")
+            fix = f"chmod go-w {directory}; chown root (or the daemon's user) {directory}"
+            return Finding(ERROR, "map directory", str(exc), fix)
+        return Finding(
+            OK,
+            "map directory",
+            f"{directory} is owned by root or the daemon, not writable by others",
+        )
 
     def _lookup(self) -> Finding:
         grants = live_grants(self.settings.state_dir)

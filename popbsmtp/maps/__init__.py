@@ -130,6 +130,11 @@ def partial_lookups(kind: str) -> bool:
     return True if found is None else found.partial_lookups
 
 
+def known_types() -> Tuple[str, ...]:
+    """Every table type some module here writes, sorted (``memory`` is for tests)."""
+    return tuple(sorted(_discover()))
+
+
 def writer_class(
     kind: str, method: str = "auto", postfix_dir: str = "/etc/postfix"
 ) -> Type[MapWriter]:

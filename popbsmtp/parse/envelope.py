@@ -20,7 +20,12 @@ Understood formats (``log_format``):
   (program ``popper``).
 - ``apple``: Apple Mail Server's own log, ``Nov 27 2026 04:48:08 msg``
   (program ``AppleMailServer``).
-- ``auto``: all of the above, first match wins.
+- ``auto``: the formats syslog writes (rfc3164, rfc3339, rfc5424), decided
+  per line by its first character.  Never the servers' own-log shapes
+  (dovecot, qpopper, apple): those files have no host and no program, so
+  inside a syslog file such a line could be anything a local user logged.
+  They are read only from a file configured as that server's own log
+  (``log_format`` naming it).
 
 The parser only splits; it never decides whether a message is a login (that
 is :mod:`popbsmtp.parse.matcher`'s job).  A line no format accepts yields None and
@@ -34,7 +39,7 @@ import datetime as dt
 import functools
 import re
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 # ASCII-only classes on purpose: `\d` would accept Unicode digits.
 _PROGRAM = r"(?P<prog>[A-Za-z0-9_./-]{1,64})(?:\[(?P<pid>[0-9]{1,10})\])?: "
@@ -111,28 +116,20 @@ class EnvelopeParser:
         if log_format not in FORMATS:
             raise ValueError(f"unknown log format {log_format!r}")
         self.log_format = log_format
-        order = [name for name in _ORDER if log_format in ("auto", name)]
-        self._splitters: List[Splitter] = [_SPLITTERS[name] for name in order]
-        self._last = self._splitters[0]
+        self._only: Optional[Splitter] = None if log_format == "auto" else _SPLITTERS[log_format]
 
     def parse(self, line: str, now: float) -> Optional[Envelope]:
         """Return the envelope, or None when the line has no recognised one.
 
-        The format that read the previous line is tried first: a log keeps
-        its format, and with ``auto`` the others would each cost a failed
-        match per line.  The formats exclude each other (their stamps
-        differ, and a host never ends in ``:``), so the order changes no
-        answer.
+        With ``auto`` the line's first character picks the syslog format
+        (:data:`_AUTO`): each line on its own, whatever came before it.
         """
-        envelope = self._last(line, now)
-        if envelope is not None:
-            return envelope
-        for split in self._splitters:
-            if split is not self._last:
-                envelope = split(line, now)
-                if envelope is not None:
-                    self._last = split
-                    return envelope
+        if self._only is not None:
+            return self._only(line, now)
+        for split in _AUTO.get(line[:1], ()):
+            envelope = split(line, now)
+            if envelope is not None:
+                return envelope
         return None
 
 
@@ -224,8 +221,6 @@ def _own_file(regex: re.Pattern[str], program: str, has_pid: bool) -> Splitter:
     return split
 
 
-# The Dovecot check comes before rfc3164 on purpose: both start with a BSD stamp.
-_ORDER = ("dovecot", "rfc3339", "rfc3164", "rfc5424", "qpopper", "apple")
 _SPLITTERS: Dict[str, Splitter] = {
     "rfc3164": _syslog(_RFC3164, iso=False),
     "rfc3339": _syslog(_RFC3339, iso=True),
@@ -233,6 +228,14 @@ _SPLITTERS: Dict[str, Splitter] = {
     "dovecot": _dovecot,
     "qpopper": _own_file(_QPOPPER, "popper", has_pid=True),
     "apple": _own_file(_APPLE, "AppleMailServer", has_pid=False),
+}
+
+# ``auto``: the syslog formats by a line's first character.  rfc3164 starts
+# with a month name, rfc3339 with a year, rfc5424 with ``<PRI>`` or ``1 ``.
+_AUTO: Dict[str, Tuple[Splitter, ...]] = {
+    "<": (_SPLITTERS["rfc5424"],),
+    **{c: (_SPLITTERS["rfc3164"],) for c in "ADFJMNOS"},
+    **{c: (_SPLITTERS["rfc3339"], _SPLITTERS["rfc5424"]) for c in "0123456789"},
 }
 
 

@@ -64,8 +64,8 @@ def _exercise(server: DovecotServer) -> Set[str]:
     return {"127.0.0.5", "127.0.0.6", "::1", "127.0.0.8", "127.0.0.9"}
 
 
-def _run_test(tmp: Path, log: Path) -> Tuple[List[Dict], Dict]:
-    config = write_config(tmp, logfile=log, ignore_networks="none")
+def _run_test(tmp: Path, log: Path, fmt: str) -> Tuple[List[Dict], Dict]:
+    config = write_config(tmp, logfile=log, ignore_networks="none", log_format=fmt)
     result = popbsmtp("test", "-c", str(config), "--json", "--profile", "auto", str(log))
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records and "summary" in records[-1], result.stdout
@@ -73,17 +73,20 @@ def _run_test(tmp: Path, log: Path) -> Tuple[List[Dict], Dict]:
 
 
 @pytest.fixture(scope="module", params=["rfc3339", "traditional", "own-log"])
-def dovecot_log(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Tuple[Path, Set]]:
+def dovecot_log(
+    request: pytest.FixtureRequest, tmp_path_factory
+) -> Iterator[Tuple[Path, Set, str]]:
     mode = request.param
     work = tmp_path_factory.mktemp(f"dovecot-{mode}")
     with DovecotServer(work, syslog=mode != "own-log", traditional=mode == "traditional") as srv:
         expected = _exercise(srv)
-    yield srv.active_log, expected  # stopped: the file is complete
+    # Dovecot's own log_path file is read only as such (log_format = dovecot)
+    yield srv.active_log, expected, "dovecot" if mode == "own-log" else "auto"
 
 
 def test_authorizes_exactly_the_successful_logins(dovecot_log, tmp_path: Path) -> None:
-    log, expected = dovecot_log
-    events, summary = _run_test(tmp_path, log)
+    log, expected, fmt = dovecot_log
+    events, summary = _run_test(tmp_path, log, fmt)
     assert successful_logins_seen(events) == expected
     assert "6.6.6.6" not in {e["raw_ip"] for e in events}
     assert all(e["profile"] == "dovecot" for e in events)
@@ -95,8 +98,8 @@ def test_authorizes_exactly_the_successful_logins(dovecot_log, tmp_path: Path) -
 
 
 def test_every_logout_is_recognised_and_tied_to_its_login(dovecot_log, tmp_path: Path) -> None:
-    log, _ = dovecot_log
-    events, summary = _run_test(tmp_path, log)
+    log, _, fmt = dovecot_log
+    events, summary = _run_test(tmp_path, log, fmt)
     lines = log.read_text(encoding="utf-8", errors="replace").split("\n")
     ended = [n for n, line in enumerate(lines, 1) if ">: " in line and "Disconnected" in line]
     logouts = [e for e in events if e["event"] == "logout"]
@@ -111,12 +114,13 @@ def test_daemon_sessions_hold_until_logout(dovecot_log, tmp_path: Path) -> None:
     logout, so no grant is held for max_session."""
     from popbsmtp.grants import GrantTable
     from popbsmtp.parse.addresses import IgnoredNetworks
+    from popbsmtp.parse.envelope import EnvelopeParser
     from popbsmtp.parse.matcher import Matcher
     from popbsmtp.policy import UNKNOWN_LOGOUT, Policy, apply
     from popbsmtp.profiles import select
 
-    log, expected = dovecot_log
-    matcher = Matcher(select(["auto"]))
+    log, expected, fmt = dovecot_log
+    matcher = Matcher(select(["auto"]), EnvelopeParser(fmt))
     policy = Policy(60.0, 86400.0, IgnoredNetworks.none(), matcher.profiles)
     table = GrantTable()
     last = 0.0

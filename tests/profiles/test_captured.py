@@ -16,6 +16,7 @@ import pytest
 
 from popbsmtp.cli.logtest import run_test
 from popbsmtp.parse.addresses import parse_networks
+from popbsmtp.parse.envelope import EnvelopeParser
 from popbsmtp.parse.matcher import Matcher
 from popbsmtp.policy import Policy
 from popbsmtp.profiles import select
@@ -34,7 +35,9 @@ def test_captured_log(path: Path) -> None:
     server = path.name.split("-")[0]
     out = io.StringIO()
     with open(path, "rb") as handle:
-        matcher = Matcher(select(["auto"]))
+        # Dovecot's own log_path file is read as such (log_format = dovecot)
+        fmt = "dovecot" if "own-log" in path.name else "auto"
+        matcher = Matcher(select(["auto"]), EnvelopeParser(fmt))
         summary = run_test(
             handle,
             matcher,
