@@ -72,6 +72,7 @@ def run_test(
         "candidates": stats.candidates,
         "unparseable": stats.unparseable,
         "overlong": stats.overlong,
+        "suspect": stats.suspect,
         "matched": dict(sorted(stats.matched.items())),
         "profiles_matched": sorted({k.split("/")[0] for k in stats.matched}),
         "profiles_tried": [profile.name for profile in matcher.profiles],
@@ -114,6 +115,11 @@ def _print_summary(out: TextIO, summary: Dict[str, Any]) -> None:
         f"\nLines read: {summary['lines']}, candidates: {summary['candidates']}, "
         f"unparseable: {summary['unparseable']}, overlong: {summary['overlong']}\n"
     )
+    if summary["suspect"]:
+        out.write(
+            f"Login lines refused as suspect (a form the server's version never writes): "
+            f"{summary['suspect']}\n"
+        )
     if summary["matched"]:
         out.write("Matched per rule:\n")
         for rule, count in summary["matched"].items():

@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 # kind "ip", "session" or "pid").  str hashes are salted per process, so a
 # collision cannot be aimed at, and it only ends a session early.
 SID_BITS = (1 << 60) - 1
+# A session's logout can reach the log before its login (Dovecot's log process
+# writes the login and the mail process's lines as they arrive): a logout of an
+# unknown session id is remembered this long, and a login of that id then gets
+# only grace.  Bounded, oldest dropped first.
+EARLY_LOGOUT_WINDOW = 60.0
+MAX_EARLY_LOGOUTS = 4096
 __all__ = ["PRUNE_EVERY", "SessionStats", "SessionTracker"]
 
 
@@ -56,6 +62,7 @@ class SessionStats:
     closed: int = 0  # by a logout, or by its id reused
     unknown_logouts: int = 0
     expired: int = 0  # forgotten at max_session
+    early_logouts: int = 0  # logged before their login, which then got only grace
     joined: int = 0
     unjoined: int = 0
 
@@ -76,6 +83,7 @@ class SessionTracker:
         # worst delays forgetting a session by that skew.
         self._open = OpenSessions()
         self._floor: Dict[str, float] = {}  # untracked grants seen while sessions were open
+        self._early: Dict[int, float] = {}  # session ids logged out before their login
         self._connects: Dict[Tuple[str, str], Tuple[Login, float]] = {}
         self._connect_heap: List[Tuple[float, str, str]] = []
 
@@ -120,6 +128,10 @@ class SessionTracker:
         start = min(login.time, now)
         kind = self._kinds.get((login.profile, login.rule))
         sid = self._sid(login, kind)
+        ended = self._early.pop(sid, None) if sid is not None and self._early else None
+        if ended is not None and start - ended <= EARLY_LOGOUT_WINDOW:
+            self.stats.early_logouts += 1
+            sid = None  # the session is over: no hold, only grace
         if sid is None:
             if self._open.holds(login.ip):
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
@@ -134,10 +146,15 @@ class SessionTracker:
 
     def logout(self, login: Login, now: float, table: GrantTable) -> Optional[str]:
         """Close the session ``login`` ends; return the address whose grace started."""
-        sid = self._sid(login, self._kinds.get((login.profile, login.rule)))
+        kind = self._kinds.get((login.profile, login.rule))
+        sid = self._sid(login, kind)
         ip = None if sid is None else self._end(sid, min(login.time, now), table, login)
         if ip is None:
             self.stats.unknown_logouts += 1
+            if sid is not None and kind == "session":  # ids are never reused, unlike pids
+                if len(self._early) >= MAX_EARLY_LOGOUTS:
+                    del self._early[next(iter(self._early))]
+                self._early[sid] = min(login.time, now)
         return ip
 
     @staticmethod

@@ -224,6 +224,14 @@ class DovecotServer(Harness):
         conf.write_text(conf_24(settings) if self.tree is not None else conf_23(settings))
         return conf
 
+    def run_inside(self, argv: List[str]) -> None:
+        """Run argv to its end where Dovecot runs (its tree, its /dev/log): `logger`, say."""
+        if self.tree is not None:
+            command = self._rsyslog.inside(argv)
+        else:
+            command = self._rsyslog.inside(argv) if self.syslog else argv
+        subprocess.run(command, check=True, capture_output=True, timeout=START_DEADLINE)
+
     def process_ids(self) -> List[int]:
         """PIDs of rsyslogd, the Dovecot master and every process below it."""
         pids = [self._rsyslog.pid] if self._rsyslog.pid is not None else []

@@ -1,0 +1,100 @@
+"""A server's known version decides which login form is genuine, and a logout logged
+before its login leaves nothing held.
+
+Dovecot wrote ``Login:`` up to 2.3 and ``Logged in:`` from 2.4 on.  Once a log names
+the version (the master's start-up line), a login line in the other version's form was
+not written by that server: it is refused and counted as suspect.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+from popbsmtp.grants import GrantTable
+from popbsmtp.matcher import Login, Matcher
+from popbsmtp.profiles import SERVER, registry, select
+from popbsmtp.sessions import SessionTracker
+
+NOW = time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+STAMP = "Dec  5 02:02:39"
+START_24 = "master: Dovecot v2.4.1-4 (7d8c0e5759) starting up for pop3, imap (core dumps disabled)"
+START_23 = "master: Dovecot v2.3.19.1 (9b53102964) starting up for pop3, imap (core dumps disabled)"
+
+
+def line(message: str, host: str = "mail") -> bytes:
+    return f"{STAMP} {host} dovecot: {message}".encode()
+
+
+def login(form: str, ip: str, session: str = "AAAAAAAAAAAAAAAA") -> str:
+    return (f"imap-login: {form}: user=<x>, method=PLAIN, rip={ip}, lip=127.0.0.1, mpid=1, "
+            f"session=<{session}>")  # fmt: skip
+
+
+def granted(matcher: Matcher, lines: List[bytes]) -> List[Optional[str]]:
+    found = [matcher.match(raw, NOW) for raw in lines]
+    return [f.ip for f in found if f is not None and f.event == "login"]
+
+
+def test_start_line_names_the_version_and_the_form() -> None:
+    dovecot = registry()["dovecot"]
+    assert dovecot.form_of("2.4") == "2.4"
+    assert dovecot.form_of("2.3") == "2.3"
+    assert dovecot.form_of("2.1") == "2.3"  # 2.1 to 2.3 write Login:
+    assert dovecot.form_of("3.0") == "2.4"
+    found = Matcher(select(["auto"])).match(line(START_24), NOW)
+    assert found is not None and found.event == SERVER and found.rule == "start"
+
+
+def test_ten_forged_old_form_lines_in_a_24_log_are_refused_after_start() -> None:
+    matcher = Matcher(select(["auto"]))
+    forged = [line(login("Login", f"6.6.6.{n}")) for n in range(10)]
+    genuine = line(login("Logged in", "192.0.2.1"))
+    assert granted(matcher, [line(START_24), *forged, genuine]) == ["192.0.2.1"]
+    assert matcher.stats.suspect == 10
+    assert "dovecot/login" not in matcher.stats.matched
+
+
+def test_new_form_is_suspect_after_a_23_start_line() -> None:
+    matcher = Matcher(select(["auto"]))
+    lines = [line(START_23), line(login("Logged in", "6.6.6.6")), line(login("Login", "192.0.2.2"))]
+    assert granted(matcher, lines) == ["192.0.2.2"]
+    assert matcher.stats.suspect == 1
+
+
+def test_unknown_version_accepts_both_forms() -> None:
+    matcher = Matcher(select(["auto"]))
+    lines = [line(login("Login", "192.0.2.1")), line(login("Logged in", "192.0.2.2"))]
+    assert granted(matcher, lines) == ["192.0.2.1", "192.0.2.2"]
+    assert matcher.stats.suspect == 0
+
+
+def test_an_upgrade_restart_switches_the_form() -> None:
+    matcher = Matcher(select(["auto"]))
+    lines = [
+        line(START_23), line(login("Login", "192.0.2.1")),
+        line(START_24), line(login("Login", "6.6.6.6")), line(login("Logged in", "192.0.2.2")),
+    ]  # fmt: skip
+    assert granted(matcher, lines) == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_the_version_is_per_host() -> None:
+    matcher = Matcher(select(["auto"]))
+    lines = [line(START_24, "new"), line(login("Login", "192.0.2.3"), "old")]
+    assert granted(matcher, lines) == ["192.0.2.3"]
+    assert granted(matcher, [line(login("Login", "6.6.6.6"), "new")]) == []
+
+
+def test_a_logout_logged_before_its_login_holds_nothing() -> None:
+    """Seen on real Dovecot 2.4 (own log): the mail process's logout line was written
+    before the login process's line of the same session."""
+    tracker, table = SessionTracker(60.0, 3600.0, select(["auto"])), GrantTable()
+    out = Login(NOW, None, None, "dovecot", "logout", "logout", "s1")
+    assert tracker.logout(out, NOW, table) is None
+    came = Login(NOW, "192.0.2.9", "192.0.2.9", "dovecot", "logged_in", "login", "s1")
+    assert tracker.login(came, NOW, table) == NOW + 60.0  # grace, not max_session
+    assert tracker.open_sessions() == 0
+    assert tracker.stats.early_logouts == 1
+    # A later session with another id is held as usual.
+    again = came._replace(session="s2")
+    assert tracker.login(again, NOW, table) == NOW + 3600.0
