@@ -28,7 +28,7 @@ from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
 from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.matcher import Login, Matcher
-from popbsmtp.profiles import LOGIN, LOGOUT, select
+from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, select
 from popbsmtp.reaper import Reaper
 from popbsmtp.saver import Saver
 from popbsmtp.sessions import SessionTracker
@@ -313,6 +313,11 @@ class Service:
         if resolved is None:
             return
         login = resolved
+        if login.event == SERVER:
+            ended = self.sessions.server_event(login, now, self.table)
+            if ended:
+                log.info("%s: %d open sessions ended, their grace starts", login.rule_id, ended)
+            return
         if login.event == LOGOUT:
             if self.sessions.logout(login, now, self.table):
                 log.debug("session ended for %s (%s)", login.ip or login.session, login.rule_id)
@@ -365,6 +370,7 @@ class Service:
             "lines_read": self.tail.stats.lines,
             "candidates": stats.candidates,
             "unparseable": stats.unparseable,
+            "suspect": stats.suspect,
             "overlong": self.tail.stats.overlong,
             "matched": dict(stats.matched),
             "grants_active": len(self.table),

@@ -63,6 +63,7 @@ class SessionStats:
     unknown_logouts: int = 0
     expired: int = 0  # forgotten at max_session
     early_logouts: int = 0  # logged before their login, which then got only grace
+    server_ended: int = 0  # ended by their server's start-up or shutdown line
     joined: int = 0
     unjoined: int = 0
 
@@ -208,6 +209,22 @@ class SessionTracker:
             found = self._connects.get((profile, session))
             if found is not None and found[1] <= limit:
                 del self._connects[(profile, session)]
+
+    def server_event(self, event: Login, now: float, table: GrantTable) -> int:
+        """A server logged its start-up or shutdown: its sessions are over, logged
+        or not, so every open session ends and its grace starts here; how many.
+
+        Every session, not only that server's: session ids do not say which
+        server opened them.  On a host with several servers, the others' clients
+        get their grace early (fail closed).
+        """
+        ended = min(event.time, now)
+        count = 0
+        for sid in self._open.open_ids():
+            if self._end(sid, ended, table, event) is not None:
+                count += 1
+        self.stats.server_ended += count
+        return count
 
     def open_sessions(self) -> int:
         return len(self._open)

@@ -108,7 +108,10 @@ def test_matcher_answers_are_the_same_with_and_without_the_extension():
     assert fast._candidate_lines(block) == slow._candidate_lines(block)
     assert fast.match_block(block, 1.8e9) == slow.match_block(block, 1.8e9)
     positives = sum(1 for p in registry().values() for e in p.examples if e.rule)
-    assert len(fast.match_block(block, 1.8e9)) >= positives > 0
+    # The examples mix Dovecot 2.3's and 2.4's forms on one host: once a start-up line
+    # names the version, the other form is refused as suspect (and counted).
+    fresh = Matcher(list(registry().values()))
+    assert len(fresh.match_block(block, 1.8e9)) + fresh.stats.suspect >= positives > 0
 
 
 def test_needles_of_every_profile_fit_the_one_pass_search():

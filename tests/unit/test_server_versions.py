@@ -98,3 +98,22 @@ def test_a_logout_logged_before_its_login_holds_nothing() -> None:
     # A later session with another id is held as usual.
     again = came._replace(session="s2")
     assert tracker.login(again, NOW, table) == NOW + 3600.0
+
+
+def test_a_server_line_ends_every_open_session_and_grace_starts_there() -> None:
+    tracker, table = SessionTracker(60.0, 3600.0, select(["auto"])), GrantTable()
+    for n, ip in enumerate(("192.0.2.1", "192.0.2.2")):
+        came = Login(NOW, ip, ip, "dovecot", "logged_in", "login", f"s{n}")
+        table.grant(ip, tracker.login(came, NOW, table), "dovecot", "logged_in")
+    assert all(grant.expires == NOW + 3600.0 for grant in table)
+    stop = Matcher(select(["auto"])).match(
+        line("master: Warning: Killed with signal 15 (by pid=1 uid=0 code=kill)"), NOW
+    )
+    assert stop is not None and stop.event == SERVER
+    assert tracker.server_event(stop._replace(time=NOW + 10), NOW + 10, table) == 2
+    assert tracker.open_sessions() == 0
+    assert {grant.expires for grant in table} == {NOW + 70.0}
+    # A logout arriving later for one of them changes nothing.
+    out = Login(NOW + 20, None, None, "dovecot", "logout", "logout", "s0")
+    assert tracker.logout(out, NOW + 20, table) is None
+    assert {grant.expires for grant in table} == {NOW + 70.0}
