@@ -6,8 +6,8 @@ Runs the scripted logins of test_cyrus_real.py / test_courier_real.py against th
 real servers (Debian 12's unpacked, Debian 13's in their trixie trees) and writes
 their RFC 3339 and traditional mail logs as captured; tests/profiles/test_captured.py
 then checks them.  Then, for each server, a session of each protocol is held open
-while the server is stopped: ``NAME-VERSION-shutdown.log`` holds what the server
-writes when it stops with clients logged in (its shutdown lines).
+while the server is stopped, Dovecot 2.3 and 2.4 included: ``NAME-VERSION-shutdown.log``
+holds what the server writes when it stops with clients logged in (its shutdown lines).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import test_courier_real  # noqa: E402
 import test_cyrus_real  # noqa: E402
 from courier_server import Courier52Server, CourierServer  # noqa: E402
 from cyrus_server import Cyrus310Server, CyrusServer  # noqa: E402
+from dovecot_server import DovecotServer  # noqa: E402
 from login_script import scripted_run, stop_with_sessions_open  # noqa: E402
 from sandbox import SyslogServer  # noqa: E402
 
@@ -45,6 +46,16 @@ def capture_shutdown(server_class: Type[SyslogServer], name: str, out: Path) -> 
         shutil.copy(server.rfc3339_log, out / f"{name}-shutdown.log")
 
 
+def capture_dovecot_shutdown(version: str, out: Path) -> None:
+    """The same for Dovecot (its RFC 3339 rsyslog file)."""
+    with tempfile.TemporaryDirectory(prefix="popbsmtp-shutdown-", dir="/tmp") as work:
+        users = {"alice": "alice-pw"}
+        server = DovecotServer(Path(work), users=users, version=version, hostname="mail")
+        with server:
+            stop_with_sessions_open(server, lambda: "\n".join(server.read_log()))
+        shutil.copy(server.active_log, out / f"dovecot-{version}-shutdown.log")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", type=Path)
@@ -57,6 +68,8 @@ def main() -> None:
     ):
         capture(server_class, module, name, out)
         capture_shutdown(server_class, name, out)
+    for version in ("2.3", "2.4"):
+        capture_dovecot_shutdown(version, out)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,42 @@ def test_captured_log(path: Path) -> None:
     assert counts[LOGIN] >= 3
     assert counts[LOGOUT] == counts[LOGIN]
     assert "6.6.6.6" not in out.getvalue()  # no event carries a forged address
+
+
+SHUTDOWNS = sorted(DATA.glob("*-shutdown.log"))
+
+
+def test_shutdown_captures_exist() -> None:
+    names = {"-".join(f.name.split("-")[:2]) for f in SHUTDOWNS}
+    assert {"dovecot-2.3", "dovecot-2.4", "cyrus-3.6", "cyrus-3.10"} <= names
+    assert {"courier-5.0", "courier-5.2"} <= names
+
+
+@pytest.mark.parametrize("path", SHUTDOWNS, ids=lambda p: p.name)
+def test_a_server_stopped_with_clients_ends_their_sessions(path: Path) -> None:
+    """Captured: an IMAP and a POP3 client logged in when the server was stopped.
+    Replayed as the daemon does, no session is left open and no grant outlives the
+    grace after the last line (test_server_restart.py does the same on live servers)."""
+    from popbsmtp.grants import GrantTable
+    from popbsmtp.profiles import SERVER
+    from popbsmtp.sessions import SessionTracker
+
+    matcher, tracker, table = Matcher(select(["auto"])), SessionTracker(60.0, 86400.0), GrantTable()
+    last = 0.0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            found = matcher.match(raw.rstrip(b"\n"), time.time())
+            event = tracker.resolve(found) if found is not None else None
+            if event is None:
+                continue
+            last = max(last, event.time)
+            if event.event == SERVER:
+                tracker.server_event(event, event.time, table)
+            elif event.event == LOGOUT:
+                tracker.logout(event, event.time, table)
+            elif event.ip is not None:
+                table.grant(event.ip, tracker.login(event, event.time, table), "t", "t")
+    assert table.keys() == {"127.0.0.20", "::1"}
+    assert tracker.open_sessions() == 0
+    assert tracker.stats.server_ended >= 1
+    assert all(grant.expires <= last + 60.0 for grant in table)
