@@ -1,5 +1,6 @@
-"""A server's known version decides which login form is genuine, and a logout logged
-before its login leaves nothing held.
+"""A server's known version decides which login form is genuine; a logout logged
+before its login leaves nothing held; a server's own start-up or shutdown line ends
+every open session.
 
 Dovecot wrote ``Login:`` up to 2.3 and ``Logged in:`` from 2.4 on.  Once a log names
 the version (the master's start-up line), a login line in the other version's form was
@@ -9,11 +10,17 @@ not written by that server: it is refused and counted as suspect.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import List, Optional
 
+import pytest
+from support import append, rfc3339, write_config
+
+from popbsmtp import config
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import SERVER, registry, select
+from popbsmtp.service import Service
 from popbsmtp.sessions import SessionTracker
 
 NOW = time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
@@ -117,3 +124,23 @@ def test_a_server_line_ends_every_open_session_and_grace_starts_there() -> None:
     out = Login(NOW + 20, None, None, "dovecot", "logout", "logout", "s0")
     assert tracker.logout(out, NOW + 20, table) is None
     assert {grant.expires for grant in table} == {NOW + 70.0}
+
+
+def test_the_daemon_ends_open_sessions_at_the_servers_shutdown_line(tmp_path: Path) -> None:
+    """The service loop on a real log file: a Dovecot 2.4 login holds its address,
+    the master's SIGTERM line ends the session, and grace counts from that line."""
+    now = time.time()
+    log = tmp_path / "mail.log"
+    settings = config.load(str(write_config(tmp_path, grace="60s", max_session="1h")))
+    append(log, f"{rfc3339(now - 10)} mail dovecot: {login('Logged in', '192.0.2.7', 's7')}\n")
+    svc = Service(settings, clock=lambda: now, dry_run=True)
+    svc.start()
+    try:
+        assert svc.table.get("192.0.2.7").expires == pytest.approx(now - 10 + 3600, abs=1e-3)
+        stop = "master: Warning: Killed with signal 15 (by pid=1 uid=0 code=kill)"
+        append(log, f"{rfc3339(now - 5)} mail dovecot: {stop}\n")
+        svc.step()
+        assert svc.table.get("192.0.2.7").expires == pytest.approx(now - 5 + 60, abs=1e-3)
+        assert svc.sessions.open_sessions() == 0
+    finally:
+        svc.shutdown()
