@@ -14,17 +14,19 @@ import configparser
 import glob
 import os
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from popbsmtp import options as t
 from popbsmtp import postfix
 from popbsmtp.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
 from popbsmtp.errors import ConfigError
+from popbsmtp.maps import MapSpec
 
 DEFAULT_CONFIG = "/etc/popbsmtp/popbsmtp.conf"
 SECTION = "popbsmtp"
-Default = Union[str, Callable[[Distro], Tuple[str, str]]]
+Default = Union[str, Callable[[Distro, Dict[str, Any]], Tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,12 @@ class Option:
     example: str = ""
 
 
-def _default_map(_: Distro) -> Tuple[str, str]:
+def _default_map(_: Distro, values: Dict[str, Any]) -> Tuple[str, str]:
+    postfix_dir = values["postfix_config_dir"]
     try:
-        kind = postfix.parameter("default_database_type") or "lmdb"
-    except postfix.PostfixError:  # no Postfix here (yet): lmdb is the forward path
-        kind = "lmdb"
+        kind = postfix.parameter("default_database_type", postfix_dir) or "lmdb"
+    except postfix.PostfixError:  # no (configured) Postfix here yet: lmdb is the forward path
+        return "lmdb:/etc/postfix/pop-before-smtp", f"no main.cf in {postfix_dir}: lmdb"
     return f"{kind}:/etc/postfix/pop-before-smtp", f"postconf default_database_type = {kind}"
 
 
@@ -57,7 +60,7 @@ SCHEMA: Tuple[Option, ...] = (
     Option(
         "logfile",
         t.absolute_path,
-        lambda d: (d.logfile, f"distro {d.id}"),
+        lambda d, _: (d.logfile, f"distro {d.id}"),
         "The mail log to follow.  Default by distribution (/etc/os-release): /var/log/maillog"
         " on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian, Ubuntu; /var/log/mail"
         " on SUSE.",
@@ -75,6 +78,14 @@ SCHEMA: Tuple[Option, ...] = (
         t.word_list,
         "auto",
         "POP/IMAP server profiles (comma list, see 'popbsmtp profiles'), or auto for all.",
+    ),
+    Option(
+        "postfix_config_dir",
+        t.absolute_path,
+        "/etc/postfix",
+        "The configuration directory of the Postfix instance whose smtpd reads the table"
+        " (postmulti -l lists them): every postconf and postmap popbsmtp runs is given"
+        " -c with it.  It must hold a main.cf.",
     ),
     Option(
         "map",
@@ -149,20 +160,50 @@ SCHEMA: Tuple[Option, ...] = (
 BY_NAME = {opt.name: opt for opt in SCHEMA}
 
 
+@dataclass(frozen=True)
 class Settings:
-    """Effective values as attributes, and where each one came from."""
+    """The effective configuration, typed and frozen: one field per option.
 
-    def __init__(self, values: Dict[str, Any], sources: Dict[str, str], raw: Dict[str, str]):
-        self.__dict__.update(values)
-        self.sources = sources
-        self.raw = raw
+    ``sources`` and ``raw`` say where each value came from and how it was
+    written (``check-config --explain``).  A reload builds a new Settings
+    (:meth:`reloaded`); nothing ever changes one in place, so every part of
+    the daemon that holds one sees a consistent whole.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names the schema does not define.
-        raise AttributeError(f"no configuration option {name!r}")
+    distro: str
+    logfile: str
+    log_format: str
+    profiles: List[str]
+    postfix_config_dir: str
+    map: MapSpec
+    map_writer: str
+    map_value: str
+    map_mode: int
+    map_owner: str
+    map_group: str
+    grace: float
+    max_session: float
+    ignore_networks: str
+    max_entries: int
+    max_line_length: int
+    state_dir: str
+    poll_interval: float
+    log_level: str
+    log_target: str
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def explain(self) -> List[Tuple[str, str, str]]:
         return [(o.name, self.raw[o.name], self.sources[o.name]) for o in SCHEMA]
+
+    def reloaded(self, new: Settings, names: Tuple[str, ...]) -> Settings:
+        """These settings with the options ``names`` (and their origins) taken from ``new``."""
+        sources = {**self.sources, **{n: new.sources[n] for n in names}}
+        raw = {**self.raw, **{n: new.raw[n] for n in names}}
+        changes: Dict[str, Any] = {n: getattr(new, n) for n in names}
+        return replace(
+            self, **changes, sources=MappingProxyType(sources), raw=MappingProxyType(raw)
+        )
 
 
 def config_files(main: str) -> List[str]:
@@ -251,7 +292,7 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
         if opt.name in raw:
             text, source = raw[opt.name]
         elif callable(opt.default):
-            text, source = opt.default(distro)
+            text, source = opt.default(distro, values)
         else:
             text, source = opt.default, "default"
         try:
@@ -259,7 +300,7 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
         except ValueError as exc:
             raise ConfigError(str(exc), key=opt.name, source=source) from None
         sources[opt.name], texts[opt.name] = source, text.strip()
-    return Settings(values, sources, texts)
+    return Settings(**values, sources=MappingProxyType(sources), raw=MappingProxyType(texts))
 
 
 def render_default_config() -> str:

@@ -26,12 +26,11 @@ from popbsmtp.maps import MapSpec, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.postfix import PostfixError
-from popbsmtp.probes import age, daemon_running, live_grants, read_pid, tail_lines, unreadable_by
+from popbsmtp.probes import age, daemon_running, live_grants, lock_holder, tail_lines, unreadable_by
 from popbsmtp.profiles import LOGIN, registry
 from popbsmtp.service import build_matcher
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
-DEFAULT_PIDFILE = "/run/popbsmtp.pid"
 LOG_LINES = 5000
 
 
@@ -47,17 +46,17 @@ class Finding:
 class Doctor:
     def __init__(self, settings: Settings, postfix_dir: Optional[str] = None) -> None:
         self.settings = settings
-        self.dir = postfix_dir
+        self.dir: str = postfix_dir or settings.postfix_config_dir
         self.spec: MapSpec = settings.map
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
         speed = check_speedups()
         try:
-            postfix.check_config_dir(self.dir)
             types = postfix.supported_types(self.dir)
         except PostfixError as exc:
-            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR"), speed]
+            fix = "install and configure Postfix, or set postfix_config_dir (--postfix-dir)"
+            return [Finding(ERROR, "postfix", str(exc), fix), speed]
         found = [speed, *self.check_map(types)]
         found += self.check_services()
         found += [self.check_log(), self.check_networks(), self.check_daemon()]
@@ -102,8 +101,10 @@ class Doctor:
     def _lookup(self) -> Finding:
         grants = live_grants(self.settings.state_dir)
         key = grants[-1] if grants else "192.0.2.0"
-        tool = postfix.find_tool("postmap") or "postmap"
-        cmd = [tool, *(["-c", self.dir] if self.dir else []), "-q", key, self.table]
+        try:
+            cmd = [*postfix.tool_command("postmap", self.dir), "-q", key, self.table]
+        except PostfixError as exc:
+            return Finding(ERROR, "postmap -q", str(exc), "install and configure Postfix")
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -122,7 +123,7 @@ class Doctor:
 
     def _files(self) -> List[str]:
         try:
-            writer = writer_class(self.spec.type, self.settings.map_writer)
+            writer = writer_class(self.spec.type, self.settings.map_writer, self.dir)
         except PopbsmtpError:
             return []
         return list(writer(self.spec, "OK").files)
@@ -193,14 +194,13 @@ class Doctor:
         return Finding(OK, "ignore_networks", f"{spec} resolves to {networks.describe}")
 
     def check_daemon(self) -> Finding:
-        pidfile = getattr(self.settings, "pidfile", "") or DEFAULT_PIDFILE
         state = os.path.join(self.settings.state_dir, "state.json")
         written = f"map written {age(self._files())}, state saved {age([state])}"
         if not daemon_running(self.settings.state_dir):
             fix = "systemctl start popbsmtp (or popbsmtp run --daemonize)"
             return Finding(WARNING, "daemon", f"popbsmtp is not running; {written}", fix)
-        pid = read_pid(pidfile)
-        who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
+        pid = lock_holder(self.settings.state_dir)
+        who = f"pid {pid}, holding {self.settings.state_dir}/lock" if pid else "pid unknown"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
 
 
@@ -220,12 +220,8 @@ def check_speedups() -> Finding:
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
     matcher = build_matcher(settings, profiles)
-    now = time.time()
-    return sum(
-        1
-        for line in lines
-        if (found := matcher.match(line, now)) is not None and found.event == LOGIN
-    )
+    block = b"".join(line + b"\n" for line in lines)
+    return sum(1 for found in matcher.match_block(block, time.time()) if found.event == LOGIN)
 
 
 def _overrides_restrictions(service: postfix.SmtpdService) -> bool:
@@ -241,11 +237,11 @@ def _safe(read: Callable[[], str]) -> str:
         return ""
 
 
-def main(settings: Settings, postfix_dir: Optional[str], hint: bool, out: TextIO) -> int:
+def main(settings: Settings, hint: bool, out: TextIO) -> int:
     """``popbsmtp doctor``: the report, or with ``hint`` only the fix commands."""
-    findings = Doctor(settings, postfix_dir).run()
+    findings = Doctor(settings).run()
     if hint:
-        fix_hint(findings, out, postfix_dir)
+        fix_hint(findings, out, settings.postfix_config_dir)
     else:
         report(findings, out)
     return exit_code(findings)
@@ -254,7 +250,7 @@ def main(settings: Settings, postfix_dir: Optional[str], hint: bool, out: TextIO
 def compare_map(settings: Settings, granted: Set[str], out: TextIO) -> int:
     """Print what the table holds next to the grants; 1 when they differ."""
     spec: MapSpec = settings.map
-    in_map = read_keys(spec)
+    in_map = read_keys(spec, settings.postfix_config_dir)
     for key in sorted(in_map | granted):
         state = (
             "in map, granted"
@@ -282,7 +278,12 @@ def fix_hint(findings: List[Finding], out: TextIO, postfix_dir: Optional[str] = 
     for command in dict.fromkeys(commands):
         out.write(command + "\n")
     if commands:
-        out.write(shlex.join(["postfix", *(["-c", postfix_dir] if postfix_dir else []), "reload"]))
+        other = postfix_dir and os.path.normpath(postfix_dir) != postfix.DEFAULT_CONFIG_DIR
+        out.write(
+            shlex.join(
+                ["postfix", *(["-c", postfix_dir] if other and postfix_dir else []), "reload"]
+            )
+        )
         out.write("\n")
 
 

@@ -13,10 +13,11 @@ This module also joins the two-line forms (popa3d, old vm-pop3d, spop3d): a
 the same process says the login succeeded; :meth:`SessionTracker.resolve`
 turns the pair into one login.  Neither line alone grants anything.
 
-It does not read logs or decide whether an address may relay
-(:func:`popbsmtp.grants.refusal` does); it only computes *until when*, and
-it never shortens a grant it did not set itself (a manual ``add`` or a
-longer grant from another rule stays as it is).  Open sessions are not part
+It does not read logs, decide whether an address may relay or change the
+grant table (:mod:`popbsmtp.policy` does all three); it only computes *until
+when*, reading the table to know what it set itself, and it never asks to
+shorten a grant it did not set (a manual ``add`` or a longer grant from
+another rule stays as it is).  Open sessions are not part
 of the saved state: after a restart the service caps restored grants to
 ``grace`` (fail closed), and a still-open session needs a new login.
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 import heapq
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login
@@ -53,7 +54,16 @@ SID_BITS = (1 << 60) - 1
 # only grace.  Bounded, oldest dropped first.
 EARLY_LOGOUT_WINDOW = 60.0
 MAX_EARLY_LOGOUTS = 4096
-__all__ = ["PRUNE_EVERY", "SessionStats", "SessionTracker"]
+__all__ = ["PRUNE_EVERY", "Release", "SessionStats", "SessionTracker"]
+
+
+class Release(NamedTuple):
+    """A session ended: ``ip`` may relay until ``until``; ``exact`` when that may
+    shorten its grant (the hold being ended was this tracker's own)."""
+
+    ip: str
+    until: float
+    exact: bool
 
 
 @dataclass
@@ -119,44 +129,73 @@ class SessionTracker:
     def tracked(self, login: Login) -> bool:
         return (login.profile, login.rule) in self._kinds
 
+    def holds(self, login: Login) -> bool:
+        """Whether a login of this rule is held while its session is open."""
+        return self.tracked(login) and self.max_session > self.grace
+
     def window(self, login: Login) -> float:
         """How long after its time a login may still be granted."""
         return self.max_session if self.tracked(login) else self.grace
 
-    def login(self, login: Login, now: float, table: GrantTable) -> float:
-        """Record a (granted) login; return the expiry its grant should have."""
+    def window_of(self, profile: str, rule: str) -> float:
+        """:meth:`window` for a grant's rule (no event at hand)."""
+        return self.max_session if (profile, rule) in self._kinds else self.grace
+
+    def login(self, login: Login, now: float, table: GrantTable) -> Tuple[float, List[Release]]:
+        """Record a (granted) login: the expiry its grant should have, and the
+        sessions it ended (a reused id), to be released first."""
         assert login.ip is not None
         start = min(login.time, now)
         kind = self._kinds.get((login.profile, login.rule))
         sid = self._sid(login, kind)
-        ended = self._early.pop(sid, None) if sid is not None and self._early else None
-        if ended is not None and start - ended <= EARLY_LOGOUT_WINDOW:
+        ended_at = self._early.pop(sid, None) if sid is not None and self._early else None
+        if ended_at is not None and start - ended_at <= EARLY_LOGOUT_WINDOW:
             self.stats.early_logouts += 1
             sid = None  # the session is over: no hold, only grace
         if sid is None:
             if self._open.holds(login.ip):
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
-            return start + self.grace
+            return start + self.grace, []
         self._tick(now)
+        ended: List[Release] = []
         # A reused process (Cyrus) or id: the previous session ended here.  Only
         # kind "ip" keeps several sessions under one id, all of one address.
         while self._open.open(sid, login.ip, start, several=kind == "ip") is not None:
-            self._end(sid, start, table, login)
+            release = self._end(sid, start, table)
+            if release is not None:
+                ended.append(release)
         self.stats.opened += 1
-        return start + self.max_session
+        return start + self.max_session, ended
 
-    def logout(self, login: Login, now: float, table: GrantTable) -> Optional[str]:
-        """Close the session ``login`` ends; return the address whose grace started."""
+    def logout(self, login: Login, now: float, table: GrantTable) -> Optional[Release]:
+        """Close the session ``login`` ends: whose grace started, until when."""
         kind = self._kinds.get((login.profile, login.rule))
         sid = self._sid(login, kind)
-        ip = None if sid is None else self._end(sid, min(login.time, now), table, login)
-        if ip is None:
+        release = None if sid is None else self._end(sid, min(login.time, now), table)
+        if release is None:
             self.stats.unknown_logouts += 1
             if sid is not None and kind == "session":  # ids are never reused, unlike pids
                 if len(self._early) >= MAX_EARLY_LOGOUTS:
                     del self._early[next(iter(self._early))]
                 self._early[sid] = min(login.time, now)
-        return ip
+        return release
+
+    def server_event(self, event: Login, now: float, table: GrantTable) -> List[Release]:
+        """A server logged its start-up or shutdown: its sessions are over, logged
+        or not, so every open session ends and its grace starts here.
+
+        Every session, not only that server's: session ids do not say which
+        server opened them.  On a host with several servers, the others' clients
+        get their grace early (fail closed).
+        """
+        ended = min(event.time, now)
+        released = []
+        for sid in self._open.open_ids():
+            release = self._end(sid, ended, table)
+            if release is not None:
+                released.append(release)
+        self.stats.server_ended += len(released)
+        return released
 
     @staticmethod
     def _sid(login: Login, kind: Optional[str]) -> Optional[int]:
@@ -165,8 +204,8 @@ class SessionTracker:
         ident = login.ip if kind == "ip" else login.session
         return None if ident is None else hash((login.profile, kind, ident)) & SID_BITS
 
-    def _end(self, sid: int, ended: float, table: GrantTable, login: Login) -> Optional[str]:
-        """Close the oldest session of ``sid`` at ``ended`` and settle its address."""
+    def _end(self, sid: int, ended: float, table: GrantTable) -> Optional[Release]:
+        """Close the oldest session of ``sid`` at ``ended``; what its address gets."""
         closed = self._open.close(sid)
         if closed is None:
             return None
@@ -176,22 +215,14 @@ class SessionTracker:
         # The expiry this tracker set for the address: the hold of its newest
         # open session, the one just closed among them.
         held = max(hold, closed.start + self.max_session)
-        self._settle(ip, ended, table, login, held, hold)
-        return ip
-
-    def _settle(
-        self, ip: str, ended: float, table: GrantTable, login: Login, held: float, hold: float
-    ) -> None:
-        """Set ``ip``'s grant to what its remaining sessions (``hold``) and grace need."""
+        # What its remaining sessions (``hold``) and the grace need.
         target = max(ended + self.grace, self._floor.get(ip, 0.0), hold)
-        grant = table.get(ip)
         if not hold:  # no session of the address is left open
             self._floor.pop(ip, None)
-        if grant is None:
-            return  # refused, expired or removed by request: nothing to extend
-        if grant.expires == held and target < grant.expires:
-            table.remove(ip)  # the hold was ours: shorten it to the grace
-        table.grant(ip, target, login.profile, login.rule)
+        grant = table.get(ip)
+        # Shorten only a hold that was ours; anything else may only grow.
+        exact = grant is not None and grant.expires == held and target < grant.expires
+        return Release(ip, target, exact)
 
     def _tick(self, now: float) -> None:
         """Forget sessions and connects older than ``max_session`` (bounded memory)."""
@@ -209,22 +240,6 @@ class SessionTracker:
             found = self._connects.get((profile, session))
             if found is not None and found[1] <= limit:
                 del self._connects[(profile, session)]
-
-    def server_event(self, event: Login, now: float, table: GrantTable) -> int:
-        """A server logged its start-up or shutdown: its sessions are over, logged
-        or not, so every open session ends and its grace starts here; how many.
-
-        Every session, not only that server's: session ids do not say which
-        server opened them.  On a host with several servers, the others' clients
-        get their grace early (fail closed).
-        """
-        ended = min(event.time, now)
-        count = 0
-        for sid in self._open.open_ids():
-            if self._end(sid, ended, table, event) is not None:
-                count += 1
-        self.stats.server_ended += count
-        return count
 
     def open_sessions(self) -> int:
         return len(self._open)

@@ -22,9 +22,11 @@ from cyrus_server import Cyrus310Server, CyrusServer
 from dovecot_server import DovecotServer
 from login_script import stop_with_sessions_open
 
+from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Matcher
-from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, select
+from popbsmtp.policy import Policy, apply
+from popbsmtp.profiles import SERVER, select
 from popbsmtp.sessions import SessionTracker
 
 pytestmark = pytest.mark.integration
@@ -63,26 +65,18 @@ def _stopped_with_open_sessions(make: Callable[[Path], Any], work: Path) -> Path
 
 
 def _replay(log: Path, server_events: bool) -> Tuple[SessionTracker, GrantTable, float]:
-    """The daemon's handling of each event, on a fake clock: the lines' own times."""
+    """The daemon's decisions on each event, on a fake clock: the lines' own times."""
     matcher = Matcher(select(["auto"]))
-    tracker, table, last = SessionTracker(GRACE, MAX_SESSION), GrantTable(), 0.0
-    now = time.time() + 60
+    policy = Policy(GRACE, MAX_SESSION, IgnoredNetworks.none(), matcher.profiles)
+    table, last = GrantTable(), 0.0
     with open(log, "rb") as handle:
-        for raw in handle:
-            found = matcher.match(raw.rstrip(b"\n"), now)
-            event = tracker.resolve(found) if found is not None else None
-            if event is None:
+        for found in matcher.match_block(handle.read(), time.time() + 60):
+            last = max(last, found.time)
+            if found.event == SERVER and not server_events:
                 continue
-            last = max(last, event.time)
-            if event.event == SERVER:
-                if server_events:
-                    tracker.server_event(event, event.time, table)
-            elif event.event == LOGOUT:
-                tracker.logout(event, event.time, table)
-            elif event.event == LOGIN and event.ip is not None:
-                expires = tracker.login(event, event.time, table)
-                table.grant(event.ip, expires, event.profile, event.rule)
-    return tracker, table, last
+            for decision in policy.decide(found, found.time, table):
+                apply(decision, table)
+    return policy.sessions, table, last
 
 
 @pytest.mark.parametrize("name", list(SERVERS))

@@ -17,6 +17,7 @@ import pytest
 from popbsmtp.addresses import parse_networks
 from popbsmtp.logtest import run_test
 from popbsmtp.matcher import Matcher
+from popbsmtp.policy import Policy
 from popbsmtp.profiles import LOGIN, LOGOUT, registry, select
 
 DATA = Path(__file__).parent / "data"
@@ -33,12 +34,12 @@ def test_captured_log(path: Path) -> None:
     server = path.name.split("-")[0]
     out = io.StringIO()
     with open(path, "rb") as handle:
+        matcher = Matcher(select(["auto"]))
         summary = run_test(
             handle,
-            Matcher(select(["auto"])),
+            matcher,
+            Policy(60.0, 86400.0, parse_networks("none"), matcher.profiles),
             now=time.time(),
-            grace=60.0,
-            ignored=parse_networks("none"),
             out=out,
             as_json=True,
         )
@@ -71,24 +72,17 @@ def test_a_server_stopped_with_clients_ends_their_sessions(path: Path) -> None:
     Replayed as the daemon does, no session is left open and no grant outlives the
     grace after the last line (test_server_restart.py does the same on live servers)."""
     from popbsmtp.grants import GrantTable
-    from popbsmtp.profiles import SERVER
-    from popbsmtp.sessions import SessionTracker
+    from popbsmtp.policy import apply
 
-    matcher, tracker, table = Matcher(select(["auto"])), SessionTracker(60.0, 86400.0), GrantTable()
-    last = 0.0
+    matcher = Matcher(select(["auto"]))
+    policy = Policy(60.0, 86400.0, parse_networks("none"), matcher.profiles)
+    table, last = GrantTable(), 0.0
     with open(path, "rb") as handle:
-        for raw in handle:
-            found = matcher.match(raw.rstrip(b"\n"), time.time())
-            event = tracker.resolve(found) if found is not None else None
-            if event is None:
-                continue
-            last = max(last, event.time)
-            if event.event == SERVER:
-                tracker.server_event(event, event.time, table)
-            elif event.event == LOGOUT:
-                tracker.logout(event, event.time, table)
-            elif event.ip is not None:
-                table.grant(event.ip, tracker.login(event, event.time, table), "t", "t")
+        for found in matcher.match_block(handle.read(), time.time()):
+            last = max(last, found.time)
+            for decision in policy.decide(found, found.time, table):
+                apply(decision, table)
+    tracker = policy.sessions
     assert table.keys() == {"127.0.0.20", "::1"}
     assert tracker.open_sessions() == 0
     assert tracker.stats.server_ended >= 1

@@ -31,7 +31,7 @@ def test_catch_up_publishes_in_batches_and_loses_nothing(
         assert svc.keeper.writes >= 3  # published while reading, not once at the end
         assert svc.keeper.writer is not None
         assert svc.keeper.writer.keys() == set(ips) == set(svc.table.keys())
-        assert svc.sessions.stats.opened == len(ips)
+        assert svc.policy.sessions.stats.opened == len(ips)
     finally:
         svc.shutdown()
     saved = StateFile(settings.state_dir).load()

@@ -17,11 +17,12 @@ import pytest
 from support import append, rfc3339, write_config
 
 from popbsmtp import config
+from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import GrantTable
 from popbsmtp.matcher import Login, Matcher
+from popbsmtp.policy import GRANT, HOLD, RELEASE, UNKNOWN_LOGOUT, Policy, apply
 from popbsmtp.profiles import SERVER, registry, select
 from popbsmtp.service import Service
-from popbsmtp.sessions import SessionTracker
 
 NOW = time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
 STAMP = "Dec  5 02:02:39"
@@ -92,38 +93,53 @@ def test_the_version_is_per_host() -> None:
     assert granted(matcher, [line(login("Login", "6.6.6.6"), "new")]) == []
 
 
+def _policy() -> Policy:
+    return Policy(60.0, 3600.0, IgnoredNetworks.none(), select(["auto"]))
+
+
+def _apply_all(policy: Policy, event: Login, now: float, table: GrantTable) -> List[str]:
+    decisions = policy.decide(event, now, table)
+    for decision in decisions:
+        apply(decision, table)
+    return [decision.kind for decision in decisions]
+
+
 def test_a_logout_logged_before_its_login_holds_nothing() -> None:
     """Seen on real Dovecot 2.4 (own log): the mail process's logout line was written
     before the login process's line of the same session."""
-    tracker, table = SessionTracker(60.0, 3600.0, select(["auto"])), GrantTable()
+    policy, table = _policy(), GrantTable()
     out = Login(NOW, None, None, "dovecot", "logout", "logout", "s1")
-    assert tracker.logout(out, NOW, table) is None
+    assert _apply_all(policy, out, NOW, table) == [UNKNOWN_LOGOUT]
     came = Login(NOW, "192.0.2.9", "192.0.2.9", "dovecot", "logged_in", "login", "s1")
-    assert tracker.login(came, NOW, table) == NOW + 60.0  # grace, not max_session
-    assert tracker.open_sessions() == 0
-    assert tracker.stats.early_logouts == 1
+    assert _apply_all(policy, came, NOW, table) == [GRANT]  # not held
+    assert table.get("192.0.2.9").expires == NOW + 60.0  # grace, not max_session
+    assert policy.sessions.open_sessions() == 0
+    assert policy.sessions.stats.early_logouts == 1
     # A later session with another id is held as usual.
-    again = came._replace(session="s2")
-    assert tracker.login(again, NOW, table) == NOW + 3600.0
+    again = came._replace(ip="192.0.2.10", raw_ip="192.0.2.10", session="s2")
+    assert _apply_all(policy, again, NOW, table) == [HOLD]
+    assert table.get("192.0.2.10").expires == NOW + 3600.0
 
 
 def test_a_server_line_ends_every_open_session_and_grace_starts_there() -> None:
-    tracker, table = SessionTracker(60.0, 3600.0, select(["auto"])), GrantTable()
+    policy, table = _policy(), GrantTable()
     for n, ip in enumerate(("192.0.2.1", "192.0.2.2")):
         came = Login(NOW, ip, ip, "dovecot", "logged_in", "login", f"s{n}")
-        table.grant(ip, tracker.login(came, NOW, table), "dovecot", "logged_in")
+        assert _apply_all(policy, came, NOW, table) == [HOLD]
     assert all(grant.expires == NOW + 3600.0 for grant in table)
     stop = Matcher(select(["auto"])).match(
         line("master: Warning: Killed with signal 15 (by pid=1 uid=0 code=kill)"), NOW
     )
     assert stop is not None and stop.event == SERVER
-    assert tracker.server_event(stop._replace(time=NOW + 10), NOW + 10, table) == 2
-    assert tracker.open_sessions() == 0
+    assert _apply_all(policy, stop._replace(time=NOW + 10), NOW + 10, table) == [RELEASE] * 2
+    assert policy.sessions.open_sessions() == 0
     assert {grant.expires for grant in table} == {NOW + 70.0}
     # A logout arriving later for one of them changes nothing.
     out = Login(NOW + 20, None, None, "dovecot", "logout", "logout", "s0")
-    assert tracker.logout(out, NOW + 20, table) is None
+    assert _apply_all(policy, out, NOW + 20, table) == [UNKNOWN_LOGOUT]
     assert {grant.expires for grant in table} == {NOW + 70.0}
+    # With nothing open, a server line decides nothing.
+    assert _apply_all(policy, stop, NOW + 30, table) == []
 
 
 def test_the_daemon_ends_open_sessions_at_the_servers_shutdown_line(tmp_path: Path) -> None:
@@ -141,6 +157,6 @@ def test_the_daemon_ends_open_sessions_at_the_servers_shutdown_line(tmp_path: Pa
         append(log, f"{rfc3339(now - 5)} mail dovecot: {stop}\n")
         svc.step()
         assert svc.table.get("192.0.2.7").expires == pytest.approx(now - 5 + 60, abs=1e-3)
-        assert svc.sessions.open_sessions() == 0
+        assert svc.policy.sessions.open_sessions() == 0
     finally:
         svc.shutdown()
