@@ -22,9 +22,9 @@ from typing import Dict, List
 
 from common import emit, log
 
-from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login
 from popbsmtp.policy import Policy, apply
 from popbsmtp.profiles import LOGIN, LOGOUT, registry
 

@@ -6,7 +6,7 @@ Covers both ways Dovecot logs:
   lip=…, mpid=…[, TLS|, secured], session=<…>`` up to 2.3, ``Logged in:``
   instead of ``Login:`` from 2.4.0 on (rules ``login`` and ``logged_in``);
 - its own ``log_path``/``info_log_path`` file, where the envelope parser
-  (:mod:`popbsmtp.syslog`, format ``dovecot``) reports program ``dovecot``
+  (:mod:`popbsmtp.parse.envelope`, format ``dovecot``) reports program ``dovecot``
   and the message carries Dovecot's level: ``imap-login: Info: Login: …``.
 
 The user name sits inside ``<…>`` and everything after it is server-written
@@ -25,7 +25,7 @@ address; the ``session=<…>`` id of the login line is the link.
 login …``); no rule accepts either.  The master's start-up line
 (``master: Dovecot v2.4.1-4 (…) starting up for …``) names the version: once
 it is seen, a login in the other version's form is refused as suspect (see
-:mod:`popbsmtp.matcher`).  That line and the master's ``Killed with signal``
+:mod:`popbsmtp.parse.matcher`).  That line and the master's ``Killed with signal``
 on shutdown are ``server`` events.
 
 Examples were captured from Dovecot 2.3.19.1 (Debian 12) and 2.4.1 (Debian

@@ -142,9 +142,9 @@ def test_every_logout_is_recognised_and_tied_to_its_login(dovecot_log, tmp_path:
 def test_daemon_sessions_hold_until_logout(dovecot_log, tmp_path: Path) -> None:
     """Replay the real log through the policy: every client's grace starts at its
     logout, so no grant is held for max_session."""
-    from popbsmtp.addresses import IgnoredNetworks
     from popbsmtp.grants import GrantTable
-    from popbsmtp.matcher import Matcher
+    from popbsmtp.parse.addresses import IgnoredNetworks
+    from popbsmtp.parse.matcher import Matcher
     from popbsmtp.policy import Policy, apply
     from popbsmtp.profiles import select
 

@@ -120,12 +120,14 @@ def test_file_lists(packages):
             found = [f for f in listed if re.search(rf"/popbsmtp/{extension}\.cpython-.*\.so$", f)]
             assert found, f"{flavour}: {extension}"
     sitearch = [
-        f for f in files(packages["systemd"]) if f.endswith("/site-packages/popbsmtp/cli.py")
+        f
+        for f in files(packages["systemd"])
+        if f.endswith("/site-packages/popbsmtp/cli/__init__.py")
     ]
     assert sitearch and sitearch[0].startswith("/usr/lib64/"), "it belongs in python3_sitearch"
     private = files(packages["bundled"])
     for module in (
-        "popbsmtp/cli.py",
+        "popbsmtp/cli/__init__.py",
         "lmdb/__init__.py",
         "watchdog/__init__.py",
         "daemon/__init__.py",

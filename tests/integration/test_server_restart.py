@@ -22,12 +22,12 @@ from cyrus_server import Cyrus310Server, CyrusServer
 from dovecot_server import DovecotServer
 from login_script import stop_with_sessions_open
 
-from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.policy import Policy, apply
+from popbsmtp.policy.sessions import SessionTracker
 from popbsmtp.profiles import SERVER, select
-from popbsmtp.sessions import SessionTracker
 
 pytestmark = pytest.mark.integration
 GRACE, MAX_SESSION = 60.0, 86400.0

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from popbsmtp.addresses import parse_networks
-from popbsmtp.logtest import run_test
-from popbsmtp.matcher import Matcher
+from popbsmtp.cli.logtest import run_test
+from popbsmtp.parse.addresses import parse_networks
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.policy import Policy
 from popbsmtp.profiles import LOGIN, LOGOUT, registry, select
 

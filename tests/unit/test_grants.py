@@ -1,8 +1,8 @@
 import random
 
-from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.grants import BUCKET, REBUILD_SLACK, GrantTable
-from popbsmtp.matcher import Login
+from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
+from popbsmtp.parse.matcher import Login
 from popbsmtp.policy import refusal
 
 

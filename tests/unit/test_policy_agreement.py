@@ -18,9 +18,9 @@ from typing import List, Tuple
 from support import ManualClock, append, popbsmtp, rfc3339, write_config
 
 from popbsmtp import config
-from popbsmtp.logtest import iso
+from popbsmtp.cli.logtest import iso
+from popbsmtp.daemon.service import Service
 from popbsmtp.policy import Decision
-from popbsmtp.service import Service
 
 Row = Tuple[str, object, object, str, object]
 

@@ -12,11 +12,11 @@ import pytest
 from support import append, dovecot_login, write_config
 
 from popbsmtp import config
-from popbsmtp import saver as saver_module
+from popbsmtp.daemon.service import Service
 from popbsmtp.grants import GrantTable
-from popbsmtp.saver import SAVE_INTERVAL, SAVE_SHARE
-from popbsmtp.service import Service
-from popbsmtp.state import Snapshot, StateFile
+from popbsmtp.grants import saver as saver_module
+from popbsmtp.grants.saver import SAVE_INTERVAL, SAVE_SHARE
+from popbsmtp.grants.state import Snapshot, StateFile
 
 
 class Clock:

@@ -17,12 +17,12 @@ import pytest
 from support import append, rfc3339, write_config
 
 from popbsmtp import config
-from popbsmtp.addresses import IgnoredNetworks
+from popbsmtp.daemon.service import Service
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login, Matcher
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.policy import GRANT, HOLD, RELEASE, UNKNOWN_LOGOUT, Policy, apply
 from popbsmtp.profiles import SERVER, registry, select
-from popbsmtp.service import Service
 
 NOW = time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
 STAMP = "Dec  5 02:02:39"

@@ -13,14 +13,14 @@ from typing import Optional, Tuple
 import pytest
 from support import append, rfc3339, write_config
 
-from popbsmtp import config, sessions
-from popbsmtp.addresses import IgnoredNetworks
+from popbsmtp import config
+from popbsmtp.daemon.service import Service
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
-from popbsmtp.policy import GRANT, HOLD, RELEASE, Policy, apply
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy import GRANT, HOLD, RELEASE, Policy, apply, sessions
+from popbsmtp.policy.sessions import PRUNE_EVERY
 from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, registry
-from popbsmtp.service import Service
-from popbsmtp.sessions import PRUNE_EVERY
 
 GRACE = 60.0
 MAX = 3600.0

@@ -12,8 +12,8 @@ from support import wait_for, write_config
 
 from popbsmtp import config
 from popbsmtp.config import SCHEMA, Settings
-from popbsmtp.probes import lock_holder
-from popbsmtp.state import StateLock
+from popbsmtp.doctor.probes import lock_holder
+from popbsmtp.grants.state import StateLock
 
 
 def test_fields_are_exactly_the_schema_options() -> None:
@@ -40,7 +40,7 @@ def test_the_daemon_pid_is_the_state_lock_holder(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from popbsmtp.state import StateLock;"
+            "import sys, time; from popbsmtp.grants.state import StateLock;"
             "assert StateLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
             str(tmp_path),
         ],

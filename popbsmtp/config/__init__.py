@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from popbsmtp import options as t
 from popbsmtp import postfix
-from popbsmtp.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
+from popbsmtp.config import values as kinds
+from popbsmtp.config.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
 from popbsmtp.errors import ConfigError
 from popbsmtp.maps import MapSpec
 
@@ -59,7 +59,7 @@ SCHEMA: Tuple[Option, ...] = (
     ),
     Option(
         "logfile",
-        t.absolute_path,
+        kinds.absolute_path,
         lambda d, _: (d.logfile, f"distro {d.id}"),
         "The mail log to follow.  Default by distribution (/etc/os-release): /var/log/maillog"
         " on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian, Ubuntu; /var/log/mail"
@@ -68,20 +68,20 @@ SCHEMA: Tuple[Option, ...] = (
     ),
     Option(
         "log_format",
-        t.log_format,
+        kinds.log_format,
         "auto",
         "Log line format: auto, rfc3164 (Nov 27 04:48:08 host prog: ...), rfc3339,"
         " rfc5424, dovecot (Dovecot's own log_path), qpopper (its trace file) or apple.",
     ),
     Option(
         "profiles",
-        t.word_list,
+        kinds.word_list,
         "auto",
         "POP/IMAP server profiles (comma list, see 'popbsmtp profiles'), or auto for all.",
     ),
     Option(
         "postfix_config_dir",
-        t.absolute_path,
+        kinds.absolute_path,
         "/etc/postfix",
         "The configuration directory of the Postfix instance whose smtpd reads the table"
         " (postmulti -l lists them): every postconf and postmap popbsmtp runs is given"
@@ -89,7 +89,7 @@ SCHEMA: Tuple[Option, ...] = (
     ),
     Option(
         "map",
-        t.map_spec,
+        kinds.map_spec,
         _default_map,
         "The Postfix table, TYPE:/path, as written in check_client_access.  The default type"
         " is Postfix's default_database_type (postconf), lmdb without Postfix.  The daemon"
@@ -100,24 +100,26 @@ SCHEMA: Tuple[Option, ...] = (
     ),
     Option(
         "map_writer",
-        t.choice("auto", "direct", "rebuild"),
+        kinds.choice("auto", "direct", "rebuild"),
         "auto",
         "How the table is written: direct (lmdb, in place), rebuild (postmap, then rename;"
         " hash, btree, cdb, dbm, lmdb) or auto (direct where possible).",
     ),
-    Option("map_value", t.map_value, "OK", "The value written for each client (OK, RELAY, ...)."),
-    Option("map_mode", t.file_mode, "0644", "File mode of the table (Postfix must read it)."),
-    Option("map_owner", t.text, "", "Owner of the table file (empty: the daemon's user)."),
-    Option("map_group", t.text, "", "Group of the table file (empty: the daemon's group)."),
+    Option(
+        "map_value", kinds.map_value, "OK", "The value written for each client (OK, RELAY, ...)."
+    ),
+    Option("map_mode", kinds.file_mode, "0644", "File mode of the table (Postfix must read it)."),
+    Option("map_owner", kinds.text, "", "Owner of the table file (empty: the daemon's user)."),
+    Option("map_group", kinds.text, "", "Group of the table file (empty: the daemon's group)."),
     Option(
         "grace",
-        t.duration,
+        kinds.duration,
         "30m",
         "How long a client may relay after its login (s, m, h, e.g. 30m).",
     ),
     Option(
         "max_session",
-        t.duration,
+        kinds.duration,
         "24h",
         "For servers that log logouts (Dovecot, Courier, UW, Cyrus) a client stays"
         " authorized while its session is open and grace starts at the logout; a session"
@@ -125,33 +127,35 @@ SCHEMA: Tuple[Option, ...] = (
     ),
     Option(
         "ignore_networks",
-        t.text,
+        kinds.text,
         "mynetworks",
         "Clients never entered: CIDRs, /files, 'mynetworks' (asks postconf) or 'none'.",
     ),
     Option(
         "max_entries",
-        t.positive_int,
+        kinds.positive_int,
         "100000",
         "Most clients in the table; new logins are refused (and logged) when full.",
     ),
-    Option("max_line_length", t.positive_int, "8192", "Longer log lines are counted and skipped."),
+    Option(
+        "max_line_length", kinds.positive_int, "8192", "Longer log lines are counted and skipped."
+    ),
     Option(
         "state_dir",
-        t.absolute_path,
+        kinds.absolute_path,
         "/var/lib/popbsmtp",
         "Where grants and the log position are kept.",
     ),
     Option(
         "poll_interval",
-        t.duration,
+        kinds.duration,
         "2s",
         "Safety poll of the log and the map, in case a file event is lost.",
     ),
-    Option("log_level", t.log_level, "info", "debug, info, warning or error."),
+    Option("log_level", kinds.log_level, "info", "debug, info, warning or error."),
     Option(
         "log_target",
-        t.log_target,
+        kinds.log_target,
         "auto",
         "Where the daemon logs: syslog (facility mail, ident popbsmtp), stderr, an absolute"
         " file path (re-opened on SIGHUP), or auto: syslog with --daemonize, else stderr.",

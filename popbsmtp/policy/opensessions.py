@@ -1,6 +1,6 @@
 """Open sessions: which session holds which address since when, in flat arrays.
 
-:mod:`popbsmtp.sessions` decides what a login or a logout means; this is
+:mod:`popbsmtp.policy.sessions` decides what a login or a logout means; this is
 where its open sessions are kept.  When every grant is also an open session
 (a Dovecot server whose users stay connected) this is most of the daemon's
 memory, so it holds no Python object per session:

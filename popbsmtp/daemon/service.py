@@ -19,25 +19,25 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from popbsmtp import control, logsetup, notify
-from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.config import Settings
-from popbsmtp.control import MANUAL, apply_request
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.reaper import Reaper
+from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.errors import MapError, PopbsmtpError, StartupError
-from popbsmtp.grants import GrantTable
-from popbsmtp.mapping import MapKeeper
+from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants.control import MANUAL, apply_request
+from popbsmtp.grants.saver import Saver
+from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.maps._files import check_directory, check_writable
-from popbsmtp.matcher import Login, Matcher
+from popbsmtp.maps.keeper import MapKeeper
+from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
 from popbsmtp.profiles import select
-from popbsmtp.reaper import Reaper
-from popbsmtp.saver import Saver
-from popbsmtp.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
-from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
-from popbsmtp.syslog import EnvelopeParser
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +102,58 @@ class Service:
         self.state = StateFile(settings.state_dir)
         self.saver = Saver(self.state, self.wake.set, self.clock)
         self.lock = StateLock(settings.state_dir)
+        self.keeper = MapKeeper(settings, dry_run, clock)
+        self.tail = FileTail(
+            settings.logfile,
+            max_line_length=settings.max_line_length,
+            initial_offset=self._window_start,
+        )
+        spool = control.spool_dir(settings.state_dir)
+        log_dir = os.path.dirname(settings.logfile) or "."
+        self.watcher = Watcher(
+            self.wake, {log_dir: [os.path.basename(settings.logfile)], spool: ["req-"]}
+        )
+        self.reaper = Reaper(self.wake, poll_interval=settings.poll_interval, clock=clock)
+        self._waker: Optional[SignalWaker] = None
+        # What start() opened, closed in reverse order by shutdown() (or by a failed start).
+        self._opened = contextlib.ExitStack()
         self._last_now = float("inf")  # the first step checks grants loaded from state
         self.started = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a second signal then exits at once)."""
+        return self._stopping
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Open everything; raise StartupError when the daemon cannot run."""
+        """Open everything; raise StartupError when the daemon cannot run (then
+        everything opened so far is closed again)."""
+        try:
+            self._open()
+        except BaseException:
+            self._opened.close()
+            raise
+        self.step()  # catch up with the log and queued requests; reconciles the map
+        _release_memory()
+        self._save(force=True)
+        self.started = self.clock()
+        log.info(
+            "following %s; %d clients authorized in %s",
+            self.settings.logfile,
+            len(self.table),
+            self.keeper.describe(),
+        )
+
+    def _open(self) -> None:
+        opened = self._opened
         ensure_dir(self.settings.state_dir)
         if not self.lock.acquire(wait=5.0):
             raise StartupError(
                 f"another popbsmtp is running with state_dir {self.settings.state_dir}"
             )
+        opened.callback(self.lock.release)
         snap = self.state.load()
         now = self.clock()
         # A clock that went back while we were stopped would lengthen every
@@ -132,44 +172,26 @@ class Service:
                 check_writable(os.path.dirname(self.settings.map.path))
             except MapError as exc:
                 raise StartupError(str(exc)) from None
-        self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
-        self.tail = FileTail(
-            self.settings.logfile,
-            snap.position,
-            max_line_length=self.settings.max_line_length,
-            initial_offset=self._window_start,
-        )
-        log_dir = os.path.dirname(self.settings.logfile) or "."
+        opened.callback(self.keeper.close)
+        self.tail.resume(snap.position)
+        opened.callback(self.tail.close)
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
         control.check_spool(self.settings.state_dir)
-        self.watcher = Watcher(
-            self.wake,
-            {
-                log_dir: [os.path.basename(self.settings.logfile)],
-                control.spool_dir(self.settings.state_dir): ["req-"],
-            },
-        )
-        self.reaper = Reaper(self.wake, poll_interval=self.settings.poll_interval, clock=self.clock)
+        # The last word on the way out: the state, once the threads are gone.
+        opened.callback(self._save, True)  # a failure is logged by the saver
         with signals_to_main_thread():
             self.watcher.start()
+            opened.callback(self.watcher.stop)
             self.reaper.start()
-        self.step()  # catch up with the log and queued requests; reconciles the map
-        _release_memory()
-        self._save(force=True)
-        self.started = self.clock()
-        log.info(
-            "following %s; %d clients authorized in %s",
-            self.settings.logfile,
-            len(self.table),
-            self.keeper.describe(),
-        )
+            opened.callback(self.reaper.stop)
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
         self.start()
         with signals_to_main_thread():
-            self._waker = SignalWaker(self.wake)
+            waker = SignalWaker(self.wake)
+        self._waker = waker
         try:
             if on_ready:
                 on_ready()
@@ -188,7 +210,8 @@ class Service:
             notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
-            self._waker.close()
+            self._waker = None
+            waker.close()
             self.shutdown()
 
     def stop(self) -> None:
@@ -207,7 +230,7 @@ class Service:
         self._poke()
 
     def _poke(self) -> None:
-        waker: Optional[SignalWaker] = getattr(self, "_waker", None)
+        waker = self._waker
         if waker is not None:
             waker.poke()
         else:
@@ -240,15 +263,8 @@ class Service:
         log.info("configuration reloaded; %d clients authorized", len(self.table))
 
     def shutdown(self) -> None:
-        for part in ("reaper", "watcher"):
-            if hasattr(self, part):
-                getattr(self, part).stop()
-        self._save(force=True)  # a failure is logged by the saver
-        if hasattr(self, "tail"):
-            self.tail.close()
-        if hasattr(self, "keeper"):
-            self.keeper.close()
-        self.lock.release()
+        """Stop the threads, save the state, close the log and the table, unlock."""
+        self._opened.close()
         log.info("stopped")
 
     # -- one batch -------------------------------------------------------
@@ -354,7 +370,7 @@ class Service:
         return min(found) if found else None
 
     def _save(self, force: bool = False) -> None:
-        """Snapshot grants and position when due (:class:`popbsmtp.saver.Saver`).
+        """Snapshot grants and position when due (:class:`popbsmtp.grants.saver.Saver`).
 
         Written on the saver's thread so a big table does not hold up the
         logins that arrive meanwhile; ``force``: now, and wait until written.
@@ -362,7 +378,7 @@ class Service:
         self.saver.save(self._snapshot, force)
 
     def _snapshot(self, now: float) -> Snapshot:
-        position = self.tail.position if hasattr(self, "tail") else None
+        position = self.tail.position
         return Snapshot(self.table.frozen_rows(), position, saved=now)
 
     def statistics(self) -> Dict[str, object]:

@@ -7,7 +7,7 @@ most until T), release (the session ended: grace runs until T), refuse
 (with the reason), or note a logout of no open session.  A server's own
 start-up or shutdown line releases every open session.  It owns what the
 answer depends on: ignored networks, ``grace``, ``max_session`` and the open
-sessions (:mod:`popbsmtp.sessions`).  It reads the grant table to know what
+sessions (:mod:`popbsmtp.policy.sessions`).  It reads the grant table to know what
 is granted now, and never writes it: :func:`apply` does, for the daemon and
 for ``popbsmtp test`` alike, so both report the same decisions from the same
 code.  It reads no log and writes no map.
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Sequence
 
-from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy.sessions import Release, SessionTracker
 from popbsmtp.profiles import LOGOUT, SERVER, Profile
-from popbsmtp.sessions import Release, SessionTracker
 
 GRANT = "grant"
 HOLD = "hold"

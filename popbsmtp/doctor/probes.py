@@ -18,7 +18,7 @@ import struct
 import time
 from typing import List, Optional
 
-from popbsmtp.state import StateLock
+from popbsmtp.grants.state import StateLock
 
 
 def unreadable_by(path: str, user: str) -> str:

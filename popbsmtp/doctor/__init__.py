@@ -18,17 +18,26 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, TextIO, Tuple
 
-from popbsmtp import matcher, postfix, syslog
-from popbsmtp.addresses import parse_networks
+from popbsmtp import postfix
 from popbsmtp.config import Settings
+from popbsmtp.daemon.service import build_matcher
+from popbsmtp.doctor.probes import (
+    age,
+    daemon_running,
+    live_grants,
+    lock_holder,
+    tail_lines,
+    unreadable_by,
+)
 from popbsmtp.errors import PopbsmtpError
 from popbsmtp.maps import MapSpec, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
+from popbsmtp.parse import envelope as syslog
+from popbsmtp.parse import matcher
+from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
-from popbsmtp.probes import age, daemon_running, live_grants, lock_holder, tail_lines, unreadable_by
 from popbsmtp.profiles import LOGIN, registry
-from popbsmtp.service import build_matcher
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 LOG_LINES = 5000

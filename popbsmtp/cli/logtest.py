@@ -18,7 +18,7 @@ import re
 from typing import IO, Any, Dict, Iterator, List, Set, TextIO, Tuple
 
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
 from popbsmtp.sources.generation import Generation, TailStats
 

@@ -22,7 +22,7 @@ of the saved state: after a restart the service caps restored grants to
 ``grace`` (fail closed), and a still-open session needs a new login.
 
 Memory and time: open sessions are kept in flat arrays
-(:mod:`popbsmtp.opensessions`), about 70 bytes each, under an id that is a
+(:mod:`popbsmtp.policy.opensessions`), about 70 bytes each, under an id that is a
 60-bit hash: no string key and no object per session.  Two ids that hash
 alike are treated as one id reused: the older session ends there (fail
 closed), none is ever held longer.  Sessions older than ``max_session`` leave
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
-from popbsmtp.opensessions import PRUNE_EVERY, OpenSessions
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy.opensessions import PRUNE_EVERY, OpenSessions
 from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, Profile, registry
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from popbsmtp.addresses import InvalidAddress, postfix_key
+from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+from popbsmtp.parse.envelope import Envelope, EnvelopeParser
 from popbsmtp.profiles import SERVER, Profile, Rule
-from popbsmtp.syslog import Envelope, EnvelopeParser
 
 try:  # the optional C search (setup.py); same answers, one pass for all needles
     from popbsmtp._needles import candidate_lines as _one_pass

@@ -274,7 +274,7 @@ class GrantTable:
     def frozen_rows(self) -> Iterator[Tuple[str, float, str, str]]:
         """The grants as they are now, as state rows, to be read later or elsewhere.
 
-        For a snapshot written on another thread (:mod:`popbsmtp.saver`):
+        For a snapshot written on another thread (:mod:`popbsmtp.grants.saver`):
         copies of the keys and expiries (16 bytes a grant) taken at once,
         rows made from them as they are read.
         """
