@@ -396,6 +396,7 @@ class Service:
             "lines_read": self.tail.stats.lines,
             "candidates": stats.candidates,
             "unparseable": stats.unparseable,
+            "suspect": stats.suspect,
             "overlong": self.tail.stats.overlong,
             "torn": self.tail.stats.torn,
             "matched": dict(stats.matched),

@@ -4,7 +4,8 @@
 logout, the other half of a two-line login) and the time, and answers with
 :class:`Decision` values: grant until T, hold while the session is open (at
 most until T), release (the session ended: grace runs until T), refuse
-(with the reason), or note a logout of no open session.  It owns what the
+(with the reason), or note a logout of no open session.  A server's own
+start-up or shutdown line releases every open session.  It owns what the
 answer depends on: ignored networks, ``grace``, ``max_session`` and the open
 sessions (:mod:`popbsmtp.policy.sessions`).  It reads the grant table to know what
 is granted now, and never writes it: :func:`apply` does, for the daemon and
@@ -22,7 +23,7 @@ from popbsmtp.maps import partial_lookups
 from popbsmtp.parse.addresses import IgnoredNetworks
 from popbsmtp.parse.matcher import Login
 from popbsmtp.policy.sessions import Release, SessionTracker
-from popbsmtp.profiles import LOGOUT, Profile
+from popbsmtp.profiles import LOGOUT, SERVER, Profile
 
 GRANT = "grant"
 HOLD = "hold"
@@ -122,6 +123,8 @@ class Policy:
         event = self.sessions.resolve(found)  # joins two-line forms; None for a connect
         if event is None:
             return []
+        if event.event == SERVER:  # the server started or stopped: its sessions are over
+            return [_released(r, event) for r in self.sessions.server_event(event, now, table)]
         if event.event == LOGOUT:
             release = self.sessions.logout(event, now, table)
             if release is None:
@@ -133,7 +136,8 @@ class Policy:
             return [Decision(REFUSE, event.ip, 0.0, event, reason)]
         assert event.ip is not None
         until, ended = self.sessions.login(event, now, table)
-        held = self.sessions.holds(event)
+        # Held: its session is open (not one whose logout was logged before it).
+        held = self.sessions.holds(event) and until > min(event.time, now) + self.grace
         return [
             *(_released(r, event) for r in ended),
             Decision(HOLD if held else GRANT, event.ip, until, event),

@@ -3,13 +3,13 @@
 
 The first input byte picks a target: the whole matcher over all profiles on
 raw bytes; a block of lines through the daemon's block search, which must
-find what line-by-line matching finds; a genuine example line whose user field is replaced by the fuzz
-input (the granted address must stay the server's); the address normaliser;
-the envelope parser; a
-control request dropped into the spool (applied as checked or set aside);
-a state file (loaded valid or set aside); a config option's value (bounded,
-or a short error).  Any exception or wrong grant is a crash that libFuzzer
-reports with the input that caused it.  Not collected by pytest.
+find what line-by-line matching finds; a genuine example line whose user
+field is replaced by the fuzz input (the granted address must stay the
+server's); the address normaliser; the envelope parser; a control request
+dropped into the spool (applied as checked or set aside); a state file
+(loaded valid or set aside); a config option's value (bounded, or a short
+error).  Any exception or wrong grant is a crash that libFuzzer reports with
+the input that caused it.  Not collected by pytest.
 
     python3 tests/fuzz/fuzz_atheris.py --seconds 300 [libFuzzer options] [CORPUS_DIR]
 
