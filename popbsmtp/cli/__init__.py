@@ -193,6 +193,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main(_settings(args), args.fix_hint, sys.stdout)
 
 
+def cmd_pgsql_init(args: argparse.Namespace) -> int:
+    from popbsmtp.cli import pgsqlinit
+
+    pgsqlinit.run(args.dsn, args.file, args.table, args.value, args.host_name, args.force)
+    print(f"created table {args.table}; wrote {args.file}: use map = pgsql:{args.file}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from popbsmtp.cli.demo import run_demo
 
@@ -277,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--fix-hint", action="store_true", help="print the postconf fix commands")
     doc.set_defaults(func=cmd_doctor)
+
+    pg = sub.add_parser("pgsql-init", help="create the shared PostgreSQL table and its file")
+    pg.add_argument("--dsn", required=True, help="libpq connection string or URI")
+    pg.add_argument("file", help="pgsql_table(5) file to write (map = pgsql:FILE)")
+    pg.add_argument("--table", default="popbsmtp_grants", help="table name")
+    pg.add_argument("--value", default="OK", help="what the query answers")
+    pg.add_argument("--host-name", help="the rows' host (default: this host's name)")
+    pg.add_argument("--force", action="store_true", help="overwrite FILE")
+    pg.set_defaults(func=cmd_pgsql_init)
 
     demo = sub.add_parser("demo", help="run on a demo log and lmdb map in ./popbsmtp-demo")
     demo.add_argument("--dir", default="popbsmtp-demo")

@@ -71,6 +71,8 @@ def _offline(settings: Settings, request: Dict[str, Any]) -> None:
         control.done(path)
     writer = writer_for(settings)
     try:
+        if writer.expiring:
+            writer.retime({ip: expires for ip, expires, _, _ in table.iter_rows()})
         writer.replace(table.keys())
     finally:
         writer.close()

@@ -28,7 +28,7 @@ from popbsmtp.grants import GrantTable, control
 from popbsmtp.grants.control import MANUAL, apply_request
 from popbsmtp.grants.saver import Saver
 from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
-from popbsmtp.maps import partial_lookups
+from popbsmtp.maps import partial_lookups, writes_files
 from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.maps.keeper import MapKeeper
 from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
@@ -173,7 +173,7 @@ class Service:
             if expires > now:
                 self.table.grant(ip, expires, profile, rule)
         self.table.take_changes()
-        if not self.dry_run:
+        if not self.dry_run and writes_files(self.settings.map.type):
             try:
                 check_directory(os.path.dirname(self.settings.map.path))
                 check_writable(os.path.dirname(self.settings.map.path))

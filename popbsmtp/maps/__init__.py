@@ -13,7 +13,7 @@ import pkgutil
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Collection, Dict, Optional, Set, Tuple, Type
+from typing import Collection, Dict, Mapping, Optional, Set, Tuple, Type
 
 from popbsmtp.errors import ConfigError
 
@@ -59,6 +59,15 @@ class MapWriter(ABC):
     #: asked at lookup time with the full address only (socketmap).
     partial_lookups = True
 
+    # A table answered at lookup time (socketmap) compares each key's expiry
+    # with the clock itself: the keeper then tells it every expiry that was
+    # set or changed (:meth:`retime`) before it calls apply() or replace().
+    expiring = False
+
+    #: Whether the table is a file in a directory the daemon writes (False for
+    #: a database: the daemon only reads the file that names it).
+    writes_files = True
+
     def __init__(self, spec: MapSpec, value: str, options: MapOptions = MapOptions()) -> None:
         self.spec = spec
         self.value = value
@@ -71,6 +80,9 @@ class MapWriter(ABC):
     @abstractmethod
     def apply(self, add: Collection[str], remove: Collection[str]) -> None:
         """Add and delete keys; raise :class:`MapError` on failure."""
+
+    def retime(self, expiries: Mapping[str, float]) -> None:  # noqa: B027 - only if expiring
+        """Learn when these keys expire (epoch seconds); only called when ``expiring``."""
 
     def replace(self, keys: Collection[str]) -> None:
         """Make the table hold exactly ``keys`` (reconcile)."""
@@ -128,6 +140,12 @@ def partial_lookups(kind: str) -> bool:
     """
     found = _discover().get(kind)
     return True if found is None else found.partial_lookups
+
+
+def writes_files(kind: str) -> bool:
+    """Whether a ``kind:`` table is a file the daemon writes (its directory is checked)."""
+    found = _discover().get(kind)
+    return True if found is None else found.writes_files
 
 
 def known_types() -> Tuple[str, ...]:

@@ -1,0 +1,102 @@
+"""``popbsmtp pgsql-init``: create the shared table and the file Postfix reads.
+
+The key is ``text``, not ``inet``: smtpd also looks up ``unknown``, which
+``inet`` cannot parse (every client would then get a 451).  The query
+compares the expiry with ``now()`` so rows of a dead daemon stop granting by
+themselves, and ``LIMIT 1`` makes two hosts' rows for one address one answer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, Optional
+
+from popbsmtp.errors import PopbsmtpError
+from popbsmtp.maps.pgsql import DEFAULT_TABLE, HOST_PARAM
+
+_VALUE = re.compile(r"[^\s\0#]{1,200}")
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def schema(table: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ("
+        " host text NOT NULL,"
+        " key text NOT NULL,"
+        " expires_at timestamptz NOT NULL,"
+        " written_at timestamptz NOT NULL DEFAULT now(),"
+        " PRIMARY KEY (host, key));"
+        f" CREATE INDEX IF NOT EXISTS {table}_key ON {table} (key, expires_at);"
+        f" CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at);"
+    )
+
+
+def query(table: str, value: str = "OK") -> str:
+    # For Postfix, which expands %s itself; table and value are checked words.
+    return f"SELECT '{value}' FROM {table} WHERE key = '%s' AND expires_at > now() LIMIT 1"  # noqa: S608
+
+
+def table_file(dsn: Dict[str, str], table: str, value: str, host: Optional[str]) -> str:
+    """pgsql_table(5) text for libpq parameters ``dsn``."""
+    where = dsn.get("host") or "localhost"
+    if where.startswith("/"):
+        hosts = f"unix:{where}/.s.PGSQL.{dsn.get('port') or '5432'}"
+    else:
+        hosts = f"inet:{where}:{dsn.get('port') or '5432'}"
+    lines = [
+        "# Written by popbsmtp pgsql-init: Postfix's pgsql_table(5) and popbsmtp read it.",
+        f"hosts = {hosts}",
+        f"dbname = {dsn.get('dbname') or dsn.get('user') or 'postgres'}",
+    ]
+    for name in ("user", "password"):
+        if dsn.get(name):
+            lines.append(f"{name} = {dsn[name]}")
+    lines.append(f"query = {query(table, value)}")
+    if host:
+        lines.append("# Which host's rows this popbsmtp writes (Postfix ignores it).")
+        lines.append(f"{HOST_PARAM} = {host}")
+    return "\n".join(lines) + "\n"
+
+
+def run(
+    dsn: str,
+    path: str,
+    table: str = DEFAULT_TABLE,
+    value: str = "OK",
+    host: Optional[str] = None,
+    force: bool = False,
+) -> None:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not _NAME.fullmatch(table):
+        raise PopbsmtpError(f"--table {table!r}: use lower-case letters, digits and _")
+    if not _VALUE.fullmatch(value) or "'" in value:
+        raise PopbsmtpError(f"--value {value!r}: one word without quotes")
+    if host is not None and not _VALUE.fullmatch(host):
+        raise PopbsmtpError(f"--host-name {host!r}: one word")
+    if os.path.lexists(path) and not force:
+        raise PopbsmtpError(f"{path} exists; use --force to overwrite it")
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    except psycopg.Error as exc:
+        raise PopbsmtpError(f"--dsn: {exc}") from None
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            conn.execute(schema(table).encode())
+    except psycopg.Error as exc:
+        raise PopbsmtpError(f"cannot create table {table}: {exc}") from None
+    text = table_file(params, table, value, host)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,220 @@
+"""``pgsql:FILE`` tables: one PostgreSQL table shared by several hosts.
+
+FILE is the pgsql_table(5) file Postfix reads (``hosts``, ``user``,
+``password``, ``dbname``, ``query``); the daemon connects with the same
+parameters.  Each daemon owns the rows whose ``host`` column is its own
+name, so a restart, flush or reconcile on one POP/IMAP host never touches
+another's rows, and two hosts granting one address both keep a row: the
+query accepts any unexpired one.  Every row carries its expiry and the query
+compares it with ``now()``, so a daemon that died leaves nothing that
+outlives its grants.
+
+While the database is unreachable, writes fail with :class:`MapError`; the
+keeper then backs off and reconciles: this host's rows are made equal to the
+grant table (which the state file keeps), with each key's current expiry.
+Nothing is queued twice or written stale, and no record of what was written
+is needed: the reconcile reads the rows back and corrects them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+from typing import Any, Collection, Dict, List, Mapping, Set
+
+from popbsmtp.errors import ConfigError, MapError
+from popbsmtp.maps import MapWriter
+
+TYPES = ("pgsql",)
+log = logging.getLogger(__name__)
+
+DEFAULT_TABLE = "popbsmtp_grants"
+CONNECT_TIMEOUT = 5  # seconds; the keeper retries with back-off
+STATEMENT_TIMEOUT_MS = 10_000
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PARAM = re.compile(r"([a-z_]+)\s*=\s*(.*)")
+# Extra parameters Postfix ignores: which host writes (default: the host name).
+HOST_PARAM = "popbsmtp_host"
+MAX_FILE = 64 * 1024
+
+
+def read_table_file(path: str) -> Dict[str, str]:
+    """The ``name = value`` parameters of a pgsql_table(5) file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_FILE + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MapError(f"cannot read {path}: {exc}") from None
+    if len(text) > MAX_FILE:
+        raise MapError(f"{path}: longer than {MAX_FILE} bytes")
+    params: Dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PARAM.fullmatch(line)
+        if not match:
+            raise MapError(f"{path}, line {number}: not 'name = value'")
+        params[match.group(1)] = match.group(2).strip()
+    return params
+
+
+def conninfo(params: Mapping[str, str], path: str) -> Dict[str, str]:
+    """libpq connection parameters from pgsql_table(5) ``hosts``/``user``/..."""
+    hosts = params.get("hosts", "").split()
+    if not hosts or not params.get("dbname"):
+        raise MapError(f"{path}: needs 'hosts' and 'dbname'")
+    first = hosts[0]
+    info: Dict[str, str] = {"dbname": params["dbname"]}
+    if first.startswith("postgresql://"):
+        info = {"dbname": first}  # a URI is a complete conninfo for libpq
+    elif first.startswith("unix:"):
+        info["host"] = os.path.dirname(first[5:]) or first[5:]
+    else:
+        if first.startswith("inet:"):
+            first = first[5:]
+        host, _, port = first.rpartition(":") if first.count(":") == 1 else (first, "", "")
+        info["host"] = host or first
+        if port:
+            info["port"] = port
+    for name in ("user", "password"):
+        if params.get(name):
+            info[name] = params[name]
+    return info
+
+
+def table_name(params: Mapping[str, str], path: str) -> str:
+    """The table the query reads (``FROM name``), which the daemon writes."""
+    match = re.search(r"\bfrom\s+([a-z_][a-z0-9_]*)", params.get("query", ""), re.I)
+    if not match or not _NAME.fullmatch(match.group(1).lower()):
+        raise MapError(f"{path}: no 'FROM table' in the query")
+    return match.group(1).lower()
+
+
+class Writer(MapWriter):
+    """Upsert this host's rows with their expiries; delete withdrawn ones."""
+
+    expiring = True
+    partial_lookups = True  # smtpd asks SQL tables by partial keys as well
+    writes_files = False
+
+    _conn: Any = None
+
+    @property
+    def files(self) -> Collection[str]:
+        return (self.spec.path,)
+
+    def open(self) -> None:
+        try:
+            import psycopg  # noqa: F401 - checked here so a missing module is named
+        except ImportError:
+            raise ConfigError(
+                "map = pgsql: needs the Python module psycopg (pip install 'popbsmtp[pgsql]')",
+                key="map",
+            ) from None
+        params = read_table_file(self.spec.path)
+        self._info = conninfo(params, self.spec.path)
+        self.table = table_name(params, self.spec.path)
+        self.host = params.get(HOST_PARAM) or socket.gethostname()
+        self._expiries: Dict[str, float] = {}
+        self._moved: Set[str] = set()
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        from psycopg.conninfo import make_conninfo
+
+        try:
+            self._conn = psycopg.connect(
+                make_conninfo(**self._info),
+                connect_timeout=CONNECT_TIMEOUT,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                application_name="popbsmtp",
+            )
+        except psycopg.Error as exc:
+            self._conn = None
+            raise MapError(f"cannot connect to the database of {self.spec}: {exc}") from None
+        return self._conn
+
+    def _run(self, statements: List[Any]) -> List[Any]:
+        """Run (sql, args) pairs in one transaction; a failure drops the connection."""
+        import psycopg
+
+        conn = self._connection()
+        results: List[Any] = []
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, args in statements:
+                    cur.execute(sql, args)
+                    results.append(cur.fetchall() if cur.description else None)
+        except psycopg.Error as exc:
+            self.close()
+            raise MapError(f"writing {self.spec} failed: {exc}") from None
+        return results
+
+    def _sql(self, text: str) -> Any:
+        from psycopg import sql
+
+        return sql.SQL(text).format(sql.Identifier(self.table))
+
+    def retime(self, expiries: Mapping[str, float]) -> None:
+        self._expiries.update(expiries)
+        self._moved.update(expiries)
+
+    def _upsert(self, keys: Collection[str]) -> Any:
+        rows = [k for k in keys if k in self._expiries]
+        sql = (
+            "INSERT INTO {} (host, key, expires_at, written_at)"
+            " SELECT %s, k, to_timestamp(e), now()"
+            " FROM unnest(%s::text[], %s::float8[]) AS t(k, e)"
+            " ON CONFLICT (host, key) DO UPDATE"
+            " SET expires_at = excluded.expires_at, written_at = now()"
+        )
+        return (self._sql(sql), (self.host, rows, [self._expiries[k] for k in rows]))
+
+    def apply(self, add: Collection[str], remove: Collection[str]) -> None:
+        gone = set(remove)
+        upsert = (set(add) | self._moved) - gone
+        self._run(
+            [
+                self._upsert(upsert),
+                (
+                    self._sql("DELETE FROM {} WHERE host = %s AND key = ANY(%s::text[])"),
+                    (self.host, sorted(gone)),
+                ),
+            ]
+        )
+        self._moved.clear()
+        for key in gone:
+            self._expiries.pop(key, None)
+
+    def replace(self, keys: Collection[str]) -> None:
+        wanted = sorted(keys)
+        self._run(
+            [
+                (
+                    self._sql("DELETE FROM {} WHERE host = %s AND NOT key = ANY(%s::text[])"),
+                    (self.host, wanted),
+                ),
+                self._upsert(wanted),
+            ]
+        )
+        self._moved.clear()
+        self._expiries = {k: self._expiries[k] for k in wanted if k in self._expiries}
+
+    def keys(self) -> Set[str]:
+        (rows,) = self._run([(self._sql("SELECT key FROM {} WHERE host = %s"), (self.host,))])
+        return {row[0] for row in rows}
+
+    def close(self) -> None:
+        # The rows stay: they expire in SQL, and withdrawing them would end
+        # the grants of a daemon that is merely restarting.
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                self._conn.close()
+            self._conn = None
