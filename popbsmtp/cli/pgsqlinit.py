@@ -8,6 +8,7 @@ themselves, and ``LIMIT 1`` makes two hosts' rows for one address one answer.
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 from typing import Dict, Optional
@@ -59,6 +60,16 @@ def table_file(dsn: Dict[str, str], table: str, value: str, host: Optional[str])
     return "\n".join(lines) + "\n"
 
 
+def _postfix_group(fd: int) -> None:
+    """Group postfix (smtpd reads the file; it may hold a password: not for others)."""
+    try:
+        gid = grp.getgrnam("postfix").gr_gid
+    except KeyError:
+        return
+    if os.geteuid() == 0:
+        os.fchown(fd, -1, gid)
+
+
 def run(
     dsn: str,
     path: str,
@@ -91,6 +102,7 @@ def run(
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
+        _postfix_group(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -79,6 +79,11 @@ class Doctor:
             )
             fix = f"set map = {default or 'lmdb'}:{path} (or install the postfix-{kind} package)"
             return [Finding(ERROR, "map type", why, fix)]
+        if kind == "pgsql":
+            from popbsmtp.doctor import pgsql
+
+            checks = [Finding(level, "pgsql", why, fix) for level, why, fix in pgsql.check(path)]
+            return [*checks, self._readable([path]), self._lookup()]
         files = self._files()
         missing = [f for f in files if not os.path.isfile(f)]
         if not files or missing:
@@ -265,7 +270,16 @@ def main(settings: Settings, hint: bool, out: TextIO) -> int:
 def compare_map(settings: Settings, granted: Set[str], out: TextIO) -> int:
     """Print what the table holds next to the grants; 1 when they differ."""
     spec: MapSpec = settings.map
-    in_map = read_keys(spec, settings.postfix_config_dir)
+    if spec.type == "pgsql":  # postmap -s cannot list a database: ask it
+        from popbsmtp.maps.keeper import writer_for
+
+        writer = writer_for(settings)
+        try:
+            in_map = writer.keys()
+        finally:
+            writer.close()
+    else:
+        in_map = read_keys(spec, settings.postfix_config_dir)
     for key in sorted(in_map | granted):
         state = (
             "in map, granted"

@@ -33,7 +33,7 @@ def test_two_hosts_share_one_table_through_kill_and_database_restart(pf_tmp):
     try:
         table = pf_tmp / "postfix-pgsql.cf"
         popbsmtp("pgsql-init", "--dsn", pg.dsn, str(table))
-        table.chmod(0o644)  # smtpd runs as postfix; the tests' server needs no password
+        assert table.stat().st_mode & 0o777 == 0o640  # group postfix: smtpd reads it
         assert "expires_at > now()" in table.read_text()
         spec = f"pgsql:{table}"
         config_a = _host(pf_tmp, pg.dsn, "pop-a", "6s")
@@ -95,10 +95,18 @@ def test_doctor_checks_the_database_table_and_query(pf_tmp):
     pg = started(pf_tmp)
     try:
         config = _host(pf_tmp, pg.dsn, "pop-a", "1h")
+        popbsmtp("add", "192.0.2.9", "--for", "10m", "-c", str(config))  # daemon stopped
+        assert pg.sql("SELECT host, key FROM popbsmtp_grants") == [("pop-a", "192.0.2.9")]
+        listed = popbsmtp("list", "--read-map", "-c", str(config), check=False).stdout
+        assert "192.0.2.9" in listed and "in map, granted" in listed, listed
         out = popbsmtp("doctor", "-c", str(config), check=False).stdout
-        assert "OK       pgsql: connected" in out, out
-        assert "OK       pgsql: table popbsmtp_grants" in out, out
-        assert "OK       pgsql: postmap -q" in out, out
+        assert "OK       pgsql: connected to 127.0.0.1:" in out, out
+        assert "OK       pgsql: table popbsmtp_grants has host, key (text)" in out, out
+        assert "OK       pgsql: the query takes only unexpired rows" in out, out
+        assert "OK       postmap -q: finds granted client 192.0.2.9" in out, out
+        pg.sql("ALTER TABLE popbsmtp_grants ALTER COLUMN key TYPE varchar(64)")
+        out = popbsmtp("doctor", "-c", str(config), check=False).stdout
+        assert "ERROR    pgsql: table popbsmtp_grants lacks or mistypes key (text)" in out, out
         pg.stop()
         out = popbsmtp("doctor", "-c", str(config), check=False).stdout
         assert "ERROR    pgsql: cannot connect" in out, out
