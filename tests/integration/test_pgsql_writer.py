@@ -1,0 +1,66 @@
+"""The pgsql writer against a real PostgreSQL: expiries, own rows, outages."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pg_server import started
+from support import popbsmtp
+
+from popbsmtp.errors import MapError
+from popbsmtp.maps import MapSpec
+from popbsmtp.maps.pgsql import Writer
+
+
+def _writer(tmp, dsn, host):
+    path = tmp / f"{host}.cf"
+    popbsmtp("pgsql-init", "--dsn", dsn, "--host-name", host, str(path))
+    writer = Writer(MapSpec("pgsql", str(path)), "OK")
+    writer.open()
+    return writer
+
+
+def _expiries(pg, host):
+    rows = pg.sql(
+        "SELECT key, extract(epoch FROM expires_at) FROM popbsmtp_grants"
+        f" WHERE host = '{host}' ORDER BY key"
+    )
+    return {key: float(when) for key, when in rows}
+
+
+def test_expiries_own_rows_and_an_outage(pf_tmp):
+    pg = started(pf_tmp)
+    a = b = None
+    try:
+        a, b = _writer(pf_tmp, pg.dsn, "a"), _writer(pf_tmp, pg.dsn, "b")
+        now = time.time()
+        a.retime({"192.0.2.1": now + 60, "192.0.2.2": now + 60})
+        a.apply(["192.0.2.1", "192.0.2.2"], [])
+        b.retime({"192.0.2.1": now + 600})
+        b.apply(["192.0.2.1"], [])
+        assert _expiries(pg, "a") == pytest.approx({"192.0.2.1": now + 60, "192.0.2.2": now + 60})
+        # An extension changes no key, only the expiry: it is written all the same.
+        a.retime({"192.0.2.2": now + 900})
+        a.apply([], [])
+        assert _expiries(pg, "a")["192.0.2.2"] == pytest.approx(now + 900)
+        # A reconcile (replace) and a withdrawal touch only this host's rows.
+        a.replace(["192.0.2.2"])
+        assert set(_expiries(pg, "a")) == {"192.0.2.2"}
+        assert _expiries(pg, "b") == pytest.approx({"192.0.2.1": now + 600})
+        assert a.keys() == {"192.0.2.2"} and b.keys() == {"192.0.2.1"}
+        # The database goes away: a write fails with MapError (the keeper retries).
+        pg.stop()
+        a.retime({"192.0.2.3": now + 60})
+        with pytest.raises(MapError, match="cannot connect|failed"):
+            a.apply(["192.0.2.3"], ["192.0.2.2"])
+        pg.start()
+        a.retime({"192.0.2.3": now + 60})  # what the keeper's reconcile does
+        a.replace(["192.0.2.3"])
+        assert _expiries(pg, "a") == pytest.approx({"192.0.2.3": now + 60})
+        assert _expiries(pg, "b") == pytest.approx({"192.0.2.1": now + 600})
+    finally:
+        for writer in (a, b):
+            if writer is not None:
+                writer.close()
+        pg.stop()
