@@ -22,9 +22,8 @@ def check(path: str) -> List[Tuple[str, str, str]]:
     """(level, detail, fix) triples, each for the subject ``pgsql``."""
     try:
         import psycopg
-        from psycopg.conninfo import make_conninfo
 
-        from popbsmtp.maps.pgsql import conninfo
+        from popbsmtp.maps.pgsql import conninfo, dsn
     except ImportError:
         return [(ERROR, "the Python module psycopg is missing", "pip install 'popbsmtp[pgsql]'")]
     try:
@@ -33,9 +32,9 @@ def check(path: str) -> List[Tuple[str, str, str]]:
         table = table_name(params, path)
     except MapError as exc:
         return [(ERROR, str(exc), f"popbsmtp pgsql-init --dsn DSN --force {path}")]
-    where = f"{info.get('host', '?')}:{info.get('port', '5432')}/{info.get('dbname', '?')}"
+    where = info.get("uri") or f"{info.get('host')}:{info.get('port', '5432')}/{info['dbname']}"
     try:
-        with psycopg.connect(make_conninfo(**info), connect_timeout=5) as conn:
+        with psycopg.connect(dsn(info), connect_timeout=5) as conn:
             rows = conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns"
                 " WHERE table_name = %s",

@@ -39,6 +39,7 @@ _PARAM = re.compile(r"([a-z_]+)\s*=\s*(.*)")
 # Extra parameters Postfix ignores: which host writes (default: the host name).
 HOST_PARAM = "popbsmtp_host"
 MAX_FILE = 64 * 1024
+URI = "uri"  # conninfo()'s key for a postgresql:// URI in ``hosts``
 
 
 def read_table_file(path: str) -> Dict[str, str]:
@@ -69,21 +70,35 @@ def conninfo(params: Mapping[str, str], path: str) -> Dict[str, str]:
         raise MapError(f"{path}: needs 'hosts' and 'dbname'")
     first = hosts[0]
     info: Dict[str, str] = {"dbname": params["dbname"]}
-    if first.startswith("postgresql://"):
-        info = {"dbname": first}  # a URI is a complete conninfo for libpq
+    if first.startswith(("postgresql://", "postgres://")):
+        info = {URI: first}  # libpq reads the rest from the URI
     elif first.startswith("unix:"):
         info["host"] = os.path.dirname(first[5:]) or first[5:]
     else:
         if first.startswith("inet:"):
             first = first[5:]
-        host, _, port = first.rpartition(":") if first.count(":") == 1 else (first, "", "")
-        info["host"] = host or first
+        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", first)
+        if bracketed:
+            host, port = bracketed.group(1), bracketed.group(2) or ""
+        elif first.count(":") == 1:
+            host, _, port = first.partition(":")
+        else:
+            host, port = first, ""
+        info["host"] = host
         if port:
             info["port"] = port
     for name in ("user", "password"):
         if params.get(name):
             info[name] = params[name]
     return info
+
+
+def dsn(info: Mapping[str, str]) -> str:
+    """One libpq connection string from :func:`conninfo`'s parameters."""
+    from psycopg.conninfo import make_conninfo
+
+    rest = {k: v for k, v in info.items() if k != URI}
+    return make_conninfo(info.get(URI, ""), **rest)
 
 
 def table_name(params: Mapping[str, str], path: str) -> str:
@@ -127,11 +142,9 @@ class Writer(MapWriter):
 
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        from psycopg.conninfo import make_conninfo
-
         try:
             self._conn = psycopg.connect(
-                make_conninfo(**self._info),
+                dsn(self._info),
                 connect_timeout=CONNECT_TIMEOUT,
                 options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
                 application_name="popbsmtp",

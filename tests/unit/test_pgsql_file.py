@@ -7,7 +7,7 @@ import pytest
 from popbsmtp.cli.pgsqlinit import query, table_file
 from popbsmtp.errors import MapError
 from popbsmtp.maps import partial_lookups, writes_files
-from popbsmtp.maps.pgsql import HOST_PARAM, conninfo, read_table_file, table_name
+from popbsmtp.maps.pgsql import HOST_PARAM, conninfo, dsn, read_table_file, table_name
 
 
 def test_written_file_reads_back(tmp_path):
@@ -46,3 +46,25 @@ def test_bad_files_name_file_and_line(tmp_path):
 def test_query_and_registry():
     assert query("t", "RELAY").startswith("SELECT 'RELAY' FROM t WHERE key = '%s'")
     assert partial_lookups("pgsql") and not writes_files("pgsql") and writes_files("lmdb")
+
+
+def test_hosts_forms(tmp_path):
+    path = str(tmp_path / "f.cf")
+    for hosts, expected in [
+        ("inet:[::1]:5433", {"host": "::1", "port": "5433"}),
+        ("db.example", {"host": "db.example"}),
+        ("db.example:6000 other:5432", {"host": "db.example", "port": "6000"}),
+    ]:
+        info = conninfo({"hosts": hosts, "dbname": "d", "user": "u"}, path)
+        assert info == {"dbname": "d", "user": "u", **expected}, hosts
+    uri = "postgresql://pbs@db.example:5433/mail"
+    info = conninfo({"hosts": uri, "dbname": "mail", "password": "s"}, path)
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert conninfo_to_dict(dsn(info)) == {
+        "user": "pbs",
+        "dbname": "mail",
+        "host": "db.example",
+        "port": "5433",
+        "password": "s",
+    }
