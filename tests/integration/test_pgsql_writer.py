@@ -10,7 +10,7 @@ from support import popbsmtp
 
 from popbsmtp.errors import MapError
 from popbsmtp.maps import MapSpec
-from popbsmtp.maps.pgsql import Writer
+from popbsmtp.maps.pgsql import Writer, conninfo, dsn
 
 
 def _writer(tmp, dsn, host):
@@ -64,3 +64,17 @@ def test_expiries_own_rows_and_an_outage(pf_tmp):
             if writer is not None:
                 writer.close()
         pg.stop()
+
+
+def test_a_uri_in_hosts_becomes_one_connection_string(tmp_path):
+    from psycopg.conninfo import conninfo_to_dict
+
+    uri = "postgresql://pbs@db.example:5433/mail"
+    info = conninfo({"hosts": uri, "dbname": "mail", "password": "s"}, str(tmp_path / "f.cf"))
+    assert conninfo_to_dict(dsn(info)) == {
+        "user": "pbs",
+        "dbname": "mail",
+        "host": "db.example",
+        "port": "5433",
+        "password": "s",
+    }
