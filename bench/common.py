@@ -29,10 +29,10 @@ def workdir(prefix: str) -> Path:
     return path
 
 
-def generate(out: Path, lines: int, *extra: str) -> Path:
-    """Run the generator (a subprocess, so its memory is not ours)."""
+def generate(out: Path, lines: int, *extra: str, script: str = "gen_maillog.py") -> Path:
+    """Run a generator (a subprocess, so its memory is not ours)."""
     subprocess.run(
-        [sys.executable, str(HERE / "gen_maillog.py"), str(out), "--lines", str(lines), *extra],
+        [sys.executable, str(HERE / script), str(out), "--lines", str(lines), *extra],
         check=True,
     )
     return out

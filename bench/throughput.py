@@ -9,6 +9,11 @@ is timed until every line is consumed.  The ceiling is
 ``--repeat`` runs for both (5: this is a shared VM), the file being in the page cache for both.
 
     throughput.py [--lines 1000000] [--repeat 5] [--style rfc3339|bsd] [--log FILE]
+                  [--input profiles|dovecot]
+
+``--input dovecot`` reads the realistic Dovecot log of ``gen_dovecot.py``
+(sessions closed by their logouts, auth noise) instead of the profiles'
+example lines of ``gen_maillog.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--style", default="rfc3339")
+    parser.add_argument("--input", choices=("profiles", "dovecot"), default="profiles")
     parser.add_argument("--profiles", default="auto", help="the profiles option (default auto)")
     parser.add_argument(
         "--pure-python",
@@ -93,8 +99,9 @@ def main(argv: List[str]) -> int:
     try:
         path = args.log or base / "mail.log"
         if not path.exists():
-            log(f"generating {args.lines} lines ({args.style})")
-            generate(path, args.lines, "--style", args.style)
+            log(f"generating {args.lines} lines ({args.input}, {args.style})")
+            script = "gen_dovecot.py" if args.input == "dovecot" else "gen_maillog.py"
+            generate(path, args.lines, "--style", args.style, script=script)
         size = path.stat().st_size
         bare, full, info = [], [], {}
         for run in range(args.repeat):
@@ -106,8 +113,8 @@ def main(argv: List[str]) -> int:
         emit(
             [
                 {
-                    "measure": f"throughput, full path ({args.profiles}, {args.style}, lmdb"
-                    + (", no C extension)" if args.pure_python else ")"),
+                    "measure": f"throughput, full path ({args.input} log, {args.profiles}, "
+                    f"{args.style}, lmdb" + (", no C extension)" if args.pure_python else ")"),
                     "value": f"{args.lines / best_full:,.0f} lines/s, "
                     f"{size / best_full / 1e6:,.0f} MB/s",
                     "detail": f"{best_full:.3f} s for {args.lines:,} lines; "

@@ -12,7 +12,17 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from popbsmtp.addresses import InvalidAddress, postfix_key
 from popbsmtp.profiles import Profile, Rule
@@ -94,9 +104,7 @@ class Matcher:
         pattern = b"|".join(re.escape(n.encode()) for n in sorted(needles)) or rb"(?!x)x"
         self._prefilter = re.compile(pattern)
         self._needles = tuple(_shortest_needles(needles))  # the C search takes a tuple
-        self._line_searches = [
-            re.compile(re.escape(needle) + rb"[^\n]*").finditer for needle in self._needles
-        ]
+        self._line_searches = line_searches(self._needles)
         fits = all(len(n) >= 2 for n in self._needles) and len(self._needles) <= 32
         self._one_pass = _one_pass if fits else None
 
@@ -150,19 +158,8 @@ class Matcher:
         return self._candidate_lines_python(block)
 
     def _candidate_lines_python(self, block: bytes) -> List[Tuple[int, int]]:
-        """The same, one C-level search per needle (no compiler, or odd needles).
-
-        Each search runs on to the end of the line it hit, so a line is
-        found once per needle, and its end comes with the hit.
-        """
-        spans: Dict[int, int] = {}
-        rfind, size = block.rfind, len(block)
-        for lines in self._line_searches:
-            for hit in lines(block):
-                start, end = hit.span()
-                if start < size:  # not the empty match an empty needle makes at the end
-                    spans[end] = start
-        return sorted((rfind(b"\n", 0, start) + 1, end) for end, start in spans.items())
+        """The same, one C-level search per needle (no compiler, or odd needles)."""
+        return find_lines(block, self._line_searches)
 
     def _match_candidate(self, line: bytes, now: float) -> Optional[Login]:
         if len(line) > self.max_line_length:
@@ -229,6 +226,33 @@ def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
         if not any(shorter in needle for shorter in kept):
             kept.append(needle)
     return kept
+
+
+LineSearch = Callable[[bytes], Iterator[re.Match]]
+
+
+def line_searches(needles: Iterable[bytes]) -> List[LineSearch]:
+    """For each needle, a search for it that runs on to the end of its line."""
+    return [re.compile(re.escape(needle) + rb"[^\n]*").finditer for needle in needles]
+
+
+def find_lines(block: bytes, searches: Sequence[LineSearch]) -> List[Tuple[int, int]]:
+    """(start, end) of each line of ``block`` holding a needle, in order, newline excluded.
+
+    One pass of the ``re`` engine per needle: it skips to the needle's first
+    byte in C, and every hit runs on to the end of its line, so a line is
+    found once per needle and its end comes with the hit; only the hits cost
+    Python work (two or three for a login line, none for most lines).
+    """
+    spans: Dict[int, int] = {}
+    size = len(block)
+    for search in searches:
+        for hit in search(block):
+            start, end = hit.span()
+            if start < size:  # not the empty match an empty needle makes at the end
+                spans[end] = start
+    rfind = block.rfind
+    return sorted((rfind(b"\n", 0, start) + 1, end) for end, start in spans.items())
 
 
 class _KeyCache:
