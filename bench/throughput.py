@@ -40,13 +40,19 @@ def bare_loop(path: Path) -> float:
 
 
 def without_extension() -> None:
-    """What an install without a C compiler runs: the pure-Python search, count and split."""
+    """What an install without a C compiler ran: the pure-Python search, count and split.
+
+    A no-op once the C extensions are gone from the tree.
+    """
     from popbsmtp import matcher, syslog
     from popbsmtp.sources import generation
 
-    matcher._one_pass = None
-    generation.newlines = lambda block: block.count(b"\n")
-    syslog._SPLITTERS.update(syslog.REGEX_SPLITTERS)
+    if hasattr(matcher, "_one_pass"):
+        matcher._one_pass = None
+    if hasattr(generation, "newlines"):
+        generation.newlines = lambda block: block.count(b"\n")
+    if hasattr(syslog, "REGEX_SPLITTERS"):
+        syslog._SPLITTERS.update(syslog.REGEX_SPLITTERS)
 
 
 def full_path(source: Path, lines: int, profiles: str) -> Dict[str, float]:
