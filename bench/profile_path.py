@@ -36,8 +36,8 @@ def blocks_of(path: Path) -> List[bytes]:
     return blocks
 
 
-def service(directory: Path):  # -> popbsmtp.service.Service
-    from popbsmtp.service import Service
+def service(directory: Path):  # -> popbsmtp.daemon.service.Service
+    from popbsmtp.daemon.service import Service
 
     svc = Service(settings(write_config(directory, log_level="warning")))
     svc.start()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of the daemon's real path against a bare Python loop, same file, same run.
 
-The full path is the real code: a :class:`popbsmtp.service.Service` built
+The full path is the real code: a :class:`popbsmtp.daemon.service.Service` built
 from a config in a temporary directory (all default profiles, an lmdb map,
 state saving), whose log appears (a hard link) after start; then ``step()``
 is timed until every line is consumed.  The ceiling is
@@ -39,24 +39,8 @@ def bare_loop(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def without_extension() -> None:
-    """What an install without a C compiler ran: the pure-Python search, count and split.
-
-    A no-op once the C extensions are gone from the tree.
-    """
-    from popbsmtp import matcher, syslog
-    from popbsmtp.sources import generation
-
-    if hasattr(matcher, "_one_pass"):
-        matcher._one_pass = None
-    if hasattr(generation, "newlines"):
-        generation.newlines = lambda block: block.count(b"\n")
-    if hasattr(syslog, "REGEX_SPLITTERS"):
-        syslog._SPLITTERS.update(syslog.REGEX_SPLITTERS)
-
-
 def full_path(source: Path, lines: int, profiles: str) -> Dict[str, float]:
-    from popbsmtp.service import Service
+    from popbsmtp.daemon.service import Service
 
     directory = workdir("tp")
     try:
@@ -91,16 +75,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--input", choices=("profiles", "dovecot"), default="profiles")
     parser.add_argument("--profiles", default="auto", help="the profiles option (default auto)")
     parser.add_argument(
-        "--pure-python",
-        action="store_true",
-        help="measure without the C extension (as installed without a compiler)",
-    )
-    parser.add_argument(
         "--log", type=Path, default=None, help="use this log (made if missing; must be fresh)"
     )
     args = parser.parse_args(argv)
-    if args.pure_python:
-        without_extension()
     base = workdir("tp-input")
     try:
         path = args.log or base / "mail.log"
@@ -120,7 +97,7 @@ def main(argv: List[str]) -> int:
             [
                 {
                     "measure": f"throughput, full path ({args.input} log, {args.profiles}, "
-                    f"{args.style}, lmdb" + (", no C extension)" if args.pure_python else ")"),
+                    f"{args.style}, lmdb)",
                     "value": f"{args.lines / best_full:,.0f} lines/s, "
                     f"{size / best_full / 1e6:,.0f} MB/s",
                     "detail": f"{best_full:.3f} s for {args.lines:,} lines; "

@@ -29,17 +29,17 @@ def test_add_remove_flush_list(pf_tmp, running):
     cfg = ["--config", str(config)]
     daemon = Daemon(config).start() if running else None
     try:
-        out = popbsmtp("add", "2001:DB8::7", "--for", "10m", *cfg).stdout
-        assert "added 2001:db8::7" in out and ("daemon" if running else "offline") in out
-        assert granted(pf_tmp, "2001:db8::7")  # applied before the tool returned
+        out = popbsmtp("add", "2001:DB8:0:1:2:3:4:7", "--for", "10m", *cfg).stdout
+        assert "added 2001:db8:0:1:2:3:4:7" in out and ("daemon" if running else "offline") in out
+        assert granted(pf_tmp, "2001:db8:0:1:2:3:4:7")  # applied before the tool returned
         popbsmtp("add", "192.0.2.8", *cfg)
         rows = [json.loads(x) for x in popbsmtp("list", "--json", *cfg).stdout.splitlines()]
-        assert {r["ip"] for r in rows} == {"2001:db8::7", "192.0.2.8"}
+        assert {r["ip"] for r in rows} == {"2001:db8:0:1:2:3:4:7", "192.0.2.8"}
         assert all(r["profile"] == "manual" for r in rows)
         popbsmtp("remove", "192.0.2.8", *cfg)
         assert not granted(pf_tmp, "192.0.2.8")
         popbsmtp("flush", *cfg)
-        assert not granted(pf_tmp, "2001:db8::7")
+        assert not granted(pf_tmp, "2001:db8:0:1:2:3:4:7")
         assert popbsmtp("list", *cfg).stdout == ""
         popbsmtp("add", "192.0.2.9", *cfg)
     finally:
@@ -112,3 +112,20 @@ def test_dry_run_writes_no_map(pf_tmp):
 def test_profiles_lists_each_profile():
     out = popbsmtp("profiles").stdout
     assert "dovecot " in out and "uw " in out
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["offline", "daemon"])
+def test_remove_of_an_address_never_granted_says_so_and_fails(pf_tmp, running):
+    config = write_config(pf_tmp)
+    cfg = ["--config", str(config)]
+    daemon = Daemon(config).start() if running else None
+    try:
+        popbsmtp("add", "192.0.2.30", *cfg)
+        result = popbsmtp("remove", "192.0.2.31", *cfg, check=False)
+        assert result.returncode == 1, result
+        assert "192.0.2.31 is not granted; nothing to remove" in result.stderr
+        assert "removed" not in result.stdout
+        assert popbsmtp("remove", "192.0.2.30", *cfg).returncode == 0
+    finally:
+        if daemon is not None:
+            daemon.stop()

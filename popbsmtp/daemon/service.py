@@ -1,0 +1,409 @@
+"""The daemon's core loop: wires source → matcher → grants → map.
+
+One thread (the caller's) owns all state.  The watchdog observer and the
+reaper only set ``wake``; signal handlers only call :meth:`Service.stop` or
+:meth:`Service.request_reload`.  Each wake runs one :meth:`step`: control
+requests, new log lines, expiries, then one map write for the whole batch,
+then (throttled) an atomic state snapshot.  Nothing in here forks: the
+caller daemonizes *before* constructing a Service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from popbsmtp.config import Settings
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.reaper import Reaper
+from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
+from popbsmtp.errors import MapError, PopbsmtpError, StartupError
+from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants.control import MANUAL, apply_request
+from popbsmtp.grants.saver import Saver
+from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.maps import partial_lookups
+from popbsmtp.maps._files import check_directory, check_writable
+from popbsmtp.maps.keeper import MapKeeper
+from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Login, Matcher
+from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, apply, policy_for
+from popbsmtp.profiles import select
+from popbsmtp.sources.tail import FileTail
+from popbsmtp.sources.watch import Watcher
+from popbsmtp.sources.window import grace_start
+
+log = logging.getLogger(__name__)
+
+# Catching up with a big log publishes every this many pending map changes,
+# and hands freed memory back then: the pending sets and an LMDB write
+# transaction stay small, and glibc does not keep what the batch churned
+# through (bench/memory.py measures it).
+PUBLISH_PENDING = 10_000
+# Bytes of log per read while catching up: each 1 MiB block in flight costs
+# its Login objects too, and glibc keeps what a big batch once took.
+READ_BUDGET = 1 << 20
+# What SIGHUP applies to a running daemon; other changed options wait for a restart.
+RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level")
+
+
+def _release_memory() -> None:
+    """Hand back what catching up with a big log allocated: glibc keeps freed
+    heap pages otherwise (tens of MiB at 100,000 grants)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _when(stamp: float) -> str:
+    """An expiry as ``list`` prints it: local date and time, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def build_matcher(settings: Settings, profiles: Optional[List[str]] = None) -> Matcher:
+    """The matcher ``settings`` describe; ``profiles`` overrides its list (test, doctor)."""
+    return Matcher(
+        select(profiles or settings.profiles),
+        EnvelopeParser(settings.log_format),
+        settings.max_line_length,
+    )
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        dry_run: bool = False,
+        loader: Optional[Callable[[], Settings]] = None,
+    ) -> None:
+        self.settings = settings
+        self.loader = loader  # re-reads the config on SIGHUP
+        self._reload_wanted = False
+        self._statistics_wanted = False
+        self.clock = clock
+        self.dry_run = dry_run
+        self.wake = threading.Event()
+        self._stopping = False
+        self.matcher = build_matcher(settings)
+        ignored: IgnoredNetworks = parse_networks(
+            settings.ignore_networks, postconf_dir=settings.postfix_config_dir
+        )
+        self.table = GrantTable(settings.max_entries)
+        self.policy = policy_for(settings, ignored, self.matcher.profiles)
+        # Sees every decision as it is applied (tests compare it with `popbsmtp test`).
+        self.on_decision: Optional[Callable[[Decision], None]] = None
+        self.state = StateFile(settings.state_dir)
+        self.saver = Saver(self.state, self.wake.set, self.clock)
+        self.lock = StateLock(settings.state_dir)
+        self.keeper = MapKeeper(settings, dry_run, clock)
+        self.tail = FileTail(
+            settings.logfile,
+            max_line_length=settings.max_line_length,
+            initial_offset=self._window_start,
+        )
+        spool = control.spool_dir(settings.state_dir)
+        log_dir = os.path.dirname(settings.logfile) or "."
+        self.watcher = Watcher(
+            self.wake, {log_dir: [os.path.basename(settings.logfile)], spool: ["req-"]}
+        )
+        self.reaper = Reaper(self.wake, poll_interval=settings.poll_interval, clock=clock)
+        self._waker: Optional[SignalWaker] = None
+        # What start() opened, closed in reverse order by shutdown() (or by a failed start).
+        self._opened = contextlib.ExitStack()
+        self._last_now = float("inf")  # the first step checks grants loaded from state
+        self.started = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a second signal then exits at once)."""
+        return self._stopping
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        """Open everything; raise StartupError when the daemon cannot run (then
+        everything opened so far is closed again)."""
+        try:
+            self._open()
+        except BaseException:
+            self._opened.close()
+            raise
+        self.step()  # catch up with the log and queued requests; reconciles the map
+        _release_memory()
+        self._save(force=True)
+        self.started = self.clock()
+        if self.settings.ipv6_scope == "neighbours" and partial_lookups(self.settings.map.type):
+            log.warning(
+                "ipv6_scope = neighbours: an IPv6 grant of P::S also lets every address"
+                " written P::S:... relay in %s (docs/maps.md)",
+                self.settings.map,
+            )
+        log.info(
+            "following %s; %d clients authorized in %s",
+            self.settings.logfile,
+            len(self.table),
+            self.keeper.describe(),
+        )
+
+    def _open(self) -> None:
+        opened = self._opened
+        ensure_dir(self.settings.state_dir)
+        if not self.lock.acquire(wait=5.0):
+            raise StartupError(
+                f"another popbsmtp is running with state_dir {self.settings.state_dir}"
+            )
+        opened.callback(self.lock.release)
+        snap = self.state.load()
+        now = self.clock()
+        # A clock that went back while we were stopped would lengthen every
+        # grant by the jump: shift manual ones back by it (the others are
+        # capped to grace in the first step anyway).
+        shift = min(0.0, now - snap.saved) if snap.saved is not None else 0.0
+        for ip, expires, profile, rule in snap.grants:
+            if profile == MANUAL:
+                expires += shift
+            if expires > now:
+                self.table.grant(ip, expires, profile, rule)
+        self.table.take_changes()
+        if not self.dry_run:
+            try:
+                check_directory(os.path.dirname(self.settings.map.path))
+                check_writable(os.path.dirname(self.settings.map.path))
+            except MapError as exc:
+                raise StartupError(str(exc)) from None
+        self.keeper.open()
+        opened.callback(self.keeper.close)
+        self.tail.resume(snap.position)
+        opened.callback(self.tail.close)
+        os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
+        control.check_spool(self.settings.state_dir)
+        # The last word on the way out: the state, once the threads are gone.
+        opened.callback(self._save, True)  # a failure is logged by the saver
+        with signals_to_main_thread():
+            self.watcher.start()
+            opened.callback(self.watcher.stop)
+            self.reaper.start()
+            opened.callback(self.reaper.stop)
+
+    def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
+        """Start, then loop until :meth:`stop`; always saves state on the way out."""
+        self.start()
+        with signals_to_main_thread():
+            waker = SignalWaker(self.wake)
+        self._waker = waker
+        try:
+            if on_ready:
+                on_ready()
+            while not self._stopping:
+                self.wake.wait()
+                self.wake.clear()
+                if self._stopping:
+                    break
+                if self._reload_wanted:
+                    self._reload_wanted = False
+                    self._reload_from_loader()
+                self.step()
+                if self._statistics_wanted:
+                    self._statistics_wanted = False
+                    log.info("statistics: %s", json.dumps(self.statistics(), sort_keys=True))
+            notify.stopping()
+            self.step()  # finish the batch that was under way
+        finally:
+            self._waker = None
+            waker.close()
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to finish; safe from a signal handler."""
+        self._stopping = True
+        self._poke()
+
+    def request_reload(self) -> None:
+        """Ask the loop to re-read the config; safe from a signal handler."""
+        self._reload_wanted = True
+        self._poke()
+
+    def request_statistics(self) -> None:
+        """Ask the loop to log its statistics (SIGUSR1); safe from a signal handler."""
+        self._statistics_wanted = True
+        self._poke()
+
+    def _poke(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker.poke()
+        else:
+            self.wake.set()  # not running: the main thread holds no lock of ``wake``
+
+    def _reload_from_loader(self) -> None:
+        log.info("SIGHUP: reloading the configuration")
+        notify.reloading()
+        logsetup.reopen()
+        try:
+            if self.loader is not None:
+                self.reload(self.loader())
+        except (ValueError, PopbsmtpError) as exc:  # a bad new config is never applied
+            log.error("reload failed, keeping the running configuration: %s", exc)
+        notify.ready()
+
+    def reload(self, settings: Settings) -> None:
+        """Apply the reloadable options of ``settings``; no grant is dropped or shortened."""
+        matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
+        ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
+        matcher.stats = self.matcher.stats
+        self.matcher = matcher
+        later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
+        self.settings = self.settings.reloaded(settings, RELOADABLE)
+        self.policy.reconfigure(settings.grace, ignored)
+        logsetup.set_level(settings.log_level)
+        later = [n for n in later if n not in RELOADABLE]
+        if later:
+            log.warning("changed options need a restart to take effect: %s", ", ".join(later))
+        log.info("configuration reloaded; %d clients authorized", len(self.table))
+
+    def shutdown(self) -> None:
+        """Stop the threads, save the state, close the log and the table, unlock."""
+        self._opened.close()
+        log.info("stopped")
+
+    # -- one batch -------------------------------------------------------
+
+    def step(self) -> None:
+        now = self.clock()
+        if now < self._last_now:
+            self._cap_expiries(now)
+        self._last_now = now
+        forced = self._apply_requests(now)
+        lines = self._read_log(now)
+        gone = self.table.expire(now)
+        for ip in gone:
+            log.info("expired %s", ip)
+        self.keeper.publish(self.table, now)
+        if len(gone) >= PUBLISH_PENDING:
+            _release_memory()  # a mass expiry: glibc would keep what those grants held
+        self.saver.unsaved = self.saver.unsaved or bool(lines) or bool(forced)
+        self._save(force=bool(forced))
+        self.reaper.schedule(self._next_due())
+        if forced:
+            for path in forced:
+                control.done(path)
+
+    def _read_log(self, now: float) -> bool:
+        """Match every complete line there is now, a bounded batch of blocks at a time."""
+        got = False
+        while True:
+            blocks = self.tail.read_blocks(READ_BUDGET)
+            for block in blocks:
+                for login in self.matcher.match_block(block, now):
+                    self.handle(login, now)
+                if self.table.pending() >= PUBLISH_PENDING:
+                    self.keeper.publish(self.table, now)  # catching up: bound the pending set
+                    _release_memory()
+            got = got or bool(blocks)
+            if not self.tail.more:
+                return got
+
+    def _window_start(self, fd: int) -> int:
+        """No saved position: skip what is too old to grant (:func:`grace_start`)."""
+        return grace_start(fd, self.matcher.parser, self.clock(), self.settings.grace)
+
+    def _cap_expiries(self, now: float) -> None:
+        """After the clock went back, no grant may outlive what ``now`` allows.
+
+        Otherwise a jump back by a day would let every client relay a day
+        longer.  At start (sessions are not saved) that is ``grace``; while
+        running, a grant held by an open session may keep ``max_session``.
+        O(n), but only at start and after a backward jump.
+        """
+        starting = self._last_now == float("inf")
+        capped = 0
+        for grant in self.table:
+            if starting and grant.profile == MANUAL:
+                continue  # `popbsmtp add --for` set its length, not grace
+            window = (
+                self.policy.grace if starting else self.policy.window(grant.profile, grant.rule)
+            )
+            if grant.expires > now + window:
+                self.table.set_expiry(grant.ip, now + window, grant.profile, grant.rule)
+                capped += 1
+        if capped and not starting:
+            log.warning("clock went back; %d grants capped to their window from now", capped)
+
+    def handle(self, found: Login, now: float) -> None:
+        """Apply what the policy decides for one recognised event."""
+        for decision in self.policy.decide(found, now, self.table):
+            new = decision.ip is not None and decision.ip not in self.table
+            applied = apply(decision, self.table)
+            if self.on_decision is not None:
+                self.on_decision(decision)
+            if log.isEnabledFor(logging.INFO):  # strftime is not free: only when shown
+                self._report(decision, applied, new)
+
+    def _report(self, decision: Decision, applied: bool, new: bool) -> None:
+        dry = "[dry run] " if self.dry_run else ""
+        kind, ip, rule = decision.kind, decision.ip, decision.event.rule_id
+        grant = self.table.get(ip) if applied and ip is not None else None
+        if kind == REFUSE and (decision.reason or "").startswith("IPv6 key"):
+            log.info("%snot granting %s (%s): %s", dry, ip, rule, decision.reason)
+        elif kind == REFUSE:
+            log.debug(
+                "%snot granting %s (%s): %s", dry, decision.event.raw_ip, rule, decision.reason
+            )
+        elif grant is None:
+            log.debug("%s%s %s (%s): no change", dry, kind, ip or "-", rule)
+        elif kind == RELEASE:
+            log.info("%ssession of %s ended; may relay until %s", dry, ip, _when(grant.expires))
+        elif new and kind in (GRANT, HOLD):
+            held = "while its session is open, at most until" if kind == HOLD else "until"
+            log.info("%sgranted %s %s %s (%s)", dry, ip, held, _when(grant.expires), rule)
+
+    def _apply_requests(self, now: float) -> list:
+        handled = []
+        for path, request in control.pending(self.settings.state_dir):
+            apply_request(self.table, request, now, self.settings.grace)
+            handled.append(path)
+        return handled
+
+    def _next_due(self) -> Optional[float]:
+        due = [self.table.next_expiry(), self.keeper.retry_at, self.keeper.flush_at]
+        due.append(self.saver.due())
+        found = [d for d in due if d is not None]
+        return min(found) if found else None
+
+    def _save(self, force: bool = False) -> None:
+        """Snapshot grants and position when due (:class:`popbsmtp.grants.saver.Saver`).
+
+        Written on the saver's thread so a big table does not hold up the
+        logins that arrive meanwhile; ``force``: now, and wait until written.
+        """
+        self.saver.save(self._snapshot, force)
+
+    def _snapshot(self, now: float) -> Snapshot:
+        position = self.tail.position
+        return Snapshot(self.table.frozen_rows(), position, saved=now)
+
+    def statistics(self) -> Dict[str, object]:
+        stats = self.matcher.stats
+        return {
+            "lines_read": self.tail.stats.lines,
+            "candidates": stats.candidates,
+            "unparseable": stats.unparseable,
+            "suspect": stats.suspect,
+            "overlong": self.tail.stats.overlong,
+            "torn": self.tail.stats.torn,
+            "matched": dict(stats.matched),
+            "grants_active": len(self.table),
+            "map_writes": self.keeper.writes,
+            "last_error": self.keeper.last_error or self.tail.stats.last_error,
+        }
+
+
+__all__ = ["Service", "apply_request", "build_matcher", "MapError"]

@@ -1,0 +1,306 @@
+"""Turn raw log lines into :class:`Login` events using the selected profiles.
+
+A cheap prefilter (the literal needles of every rule) runs on raw bytes
+first, over a whole read block at once in the daemon; only candidate lines
+get their envelope parsed and their program's rules tried.  The matcher
+decides *what a line says*; whether the address may relay is
+:mod:`popbsmtp.grants`' decision.
+
+Its one piece of memory is each server's version, per profile and host, as
+the server's start-up line names it: once it is known, a login line in a
+form only other versions write was not written by that server, and it is
+refused and counted as ``suspect``.  Until a start-up line is seen, every
+form is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
+
+from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+from popbsmtp.parse.envelope import Envelope, EnvelopeParser
+from popbsmtp.profiles import SERVER, Profile, Rule
+
+# Hosts whose server version is remembered; beyond this the memory starts
+# afresh (every form accepted again), so forged host names cost bounded memory.
+MAX_VERSIONS = 4096
+
+log = logging.getLogger(__name__)
+
+
+# A named tuple made without its ``__new__``: the same tuple at a third of the cost.
+_make = tuple.__new__
+
+
+class Login(NamedTuple):
+    """A recognised login or logout.
+
+    ``ip`` is the Postfix key, or None when the logged text is no usable
+    address (then ``invalid`` says why).  ``session`` links a logout to its
+    login for servers whose logout lines carry no address.  A named tuple,
+    not a frozen dataclass: one is made per candidate line, and a frozen
+    dataclass costs four times as much to build.
+    """
+
+    time: float
+    ip: Optional[str]
+    raw_ip: Optional[str]
+    profile: str
+    rule: str
+    event: str
+    session: Optional[str] = None
+    invalid: Optional[str] = None
+
+    @property
+    def rule_id(self) -> str:
+        return f"{self.profile}/{self.rule}"
+
+
+@dataclass
+class MatchStats:
+    """Counters for ``popbsmtp test``, USR1 statistics and ``doctor``."""
+
+    lines: int = 0
+    candidates: int = 0
+    unparseable: int = 0
+    overlong: int = 0
+    suspect: int = 0  # login lines in a form the server's known version never writes
+    matched: Counter = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.matched is None:
+            self.matched = Counter()
+
+
+class Matcher:
+    """Match lines against profiles; stateless apart from its counters."""
+
+    def __init__(
+        self,
+        profiles: Sequence[Profile],
+        parser: Optional[EnvelopeParser] = None,
+        max_line_length: int = 8192,
+    ) -> None:
+        self.profiles = list(profiles)
+        self.parser = parser or EnvelopeParser()
+        self.max_line_length = max_line_length
+        self.stats = MatchStats()
+        self._keys = _KeyCache()
+        self._forms: Dict[Tuple[str, str], str] = {}  # (profile, host) -> form it writes
+        self._by_program: Dict[str, List[_Check]] = {}
+        needles = set()
+        for profile in self.profiles:
+            for rule in profile.rules:
+                needles.add(rule.needle)
+                for program in rule.programs:
+                    self._by_program.setdefault(program, []).append(_check(profile, rule))
+        self._needles = tuple(_shortest_needles(needles))
+        self._line_searches = line_searches(self._needles)
+
+    def match(self, line: bytes, now: float) -> Optional[Login]:
+        """The event one raw line (without newline) describes, or None.
+
+        Through :meth:`match_block`, the one path the daemon, ``popbsmtp test``
+        and ``doctor`` take, so examples and fuzzers check what they run.
+        """
+        found = self.match_block(line + b"\n", now)
+        return found[0] if found else None
+
+    def match_block(self, block: bytes, now: float) -> List[Login]:
+        """The events in a block of complete lines (as the tail reads them), in log order.
+
+        Same answers as :meth:`match` on each line, but the block is searched
+        once per needle by the ``re`` engine (:func:`find_lines`) and only
+        the lines around a hit are cut out: the great majority of lines cost
+        no Python work at all.  An overlong line is only noticed (and
+        counted) when it is a candidate; any other line yields nothing
+        anyway.  Lines are not counted here: the tail that read the block
+        already did.
+        """
+        return [login for _, login in self.match_block_at(block, now)]
+
+    def match_block_at(self, block: bytes, now: float) -> List[Tuple[int, Login]]:
+        """:meth:`match_block` with where each event's line starts in ``block``
+        (``popbsmtp test`` numbers the lines it reports).
+
+        The loop is :meth:`_match_candidate` written out: it runs for every
+        candidate line, and a call per line is a measurable share of it.
+        """
+        found = []
+        stats, limit = self.stats, self.max_line_length
+        parse, match_envelope = self.parser.parse, self.match_envelope
+        for start, end in find_lines(block, self._line_searches):
+            if end - start > limit:
+                stats.overlong += 1
+                continue
+            stats.candidates += 1
+            # Invalid UTF-8 becomes U+FFFD, which no address or rule accepts.
+            envelope = parse(block[start:end].decode("utf-8", "replace").rstrip("\r"), now)
+            if envelope is None:
+                stats.unparseable += 1
+                continue
+            login = match_envelope(envelope)
+            if login is not None:
+                found.append((start, login))
+        return found
+
+    def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
+        """(start, end) of each line holding a needle, sorted, newline excluded."""
+        return find_lines(block, self._line_searches)
+
+    def _match_candidate(self, line: bytes, now: float) -> Optional[Login]:
+        if len(line) > self.max_line_length:
+            self.stats.overlong += 1
+            return None
+        self.stats.candidates += 1
+        # Invalid UTF-8 becomes U+FFFD, which no address or rule accepts.
+        envelope = self.parser.parse(line.decode("utf-8", "replace").rstrip("\r"), now)
+        if envelope is None:
+            self.stats.unparseable += 1
+            return None
+        return self.match_envelope(envelope)
+
+    def match_envelope(self, envelope: Envelope) -> Optional[Login]:
+        pid = envelope.pid is not None
+        for check in self._by_program.get(envelope.program, ()):
+            if check.pid is not None and check.pid != pid:
+                continue  # wrong tag shape (Rule.accepts_pid): forged, or not this server
+            found = check.fullmatch(envelope.message)
+            if found is None:
+                continue
+            if check.rule.form and not self._form_fits(envelope, check):
+                return None
+            self.stats.matched[check.rule_id] += 1
+            if check.has_version:
+                self._learn_version(envelope, check.profile, found["version"])
+            return self._login(envelope, check, found)
+        return None
+
+    def _form_fits(self, envelope: Envelope, check: _Check) -> bool:
+        """Is the rule's form the one the server's known version writes?"""
+        known = self._forms.get((check.profile.name, envelope.host))
+        if known is None or known == check.rule.form:
+            return True
+        self.stats.suspect += 1
+        if self.stats.suspect == 1 or self.stats.suspect % 1000 == 0:
+            log.warning(
+                "refused %d %s login line(s) in the form of %s %s: %s logs in the form of %s",
+                self.stats.suspect, check.profile.name, check.profile.name, check.rule.form,
+                envelope.host or "this host", known,
+            )  # fmt: skip
+        return False
+
+    def _learn_version(self, envelope: Envelope, profile: Profile, version: str) -> None:
+        if len(self._forms) >= MAX_VERSIONS:
+            self._forms.clear()
+        self._forms[(profile.name, envelope.host)] = profile.form_of(version)
+
+    def _login(self, envelope: Envelope, check: _Check, found: re.Match) -> Login:
+        raw_ip = found["ip"] if check.has_ip else None
+        ip, invalid = self._keys.lookup(raw_ip) if raw_ip is not None else (None, None)
+        session = found["session"] if check.has_session else None
+        rule = check.rule
+        if rule.session == "pid" and envelope.pid is not None:
+            session = f"{envelope.host}/{envelope.program}[{envelope.pid}]"
+        fields = (envelope.time, ip, raw_ip, check.profile.name, rule.name, rule.event)
+        return _make(Login, (*fields, session, invalid))
+
+
+class _Check(NamedTuple):
+    """One rule as the per-line loop uses it: everything looked up once."""
+
+    fullmatch: Callable[[str], Optional[re.Match]]
+    pid: Optional[bool]  # Rule.pid: whether the tag must (True) or must not carry a pid
+    profile: Profile
+    rule: Rule
+    rule_id: str
+    has_ip: bool
+    has_session: bool
+    has_version: bool
+
+
+def _check(profile: Profile, rule: Rule) -> _Check:
+    groups = rule.regex.groupindex
+    return _Check(
+        rule.regex.fullmatch, rule.pid, profile, rule, f"{profile.name}/{rule.name}",
+        "ip" in groups, "session" in groups, rule.event == SERVER and "version" in groups,
+    )  # fmt: skip
+
+
+def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
+    """The needles to search for: one that contains another adds no candidate."""
+    encoded = sorted({n.encode() for n in needles}, key=len)
+    if any(b"\n" in n for n in encoded):
+        raise ValueError("a rule needle cannot contain a newline")
+    kept: List[bytes] = []
+    for needle in encoded:
+        if not any(shorter in needle for shorter in kept):
+            kept.append(needle)
+    return kept
+
+
+LineSearch = Callable[[bytes], Iterator[re.Match]]
+
+
+def line_searches(needles: Iterable[bytes]) -> List[LineSearch]:
+    """For each needle, a search for it that runs on to the end of its line."""
+    return [re.compile(re.escape(needle) + rb"[^\n]*").finditer for needle in needles]
+
+
+def find_lines(block: bytes, searches: Sequence[LineSearch]) -> List[Tuple[int, int]]:
+    """(start, end) of each line of ``block`` holding a needle, in order, newline excluded.
+
+    One pass of the ``re`` engine per needle: it skips to the needle's first
+    byte in C, and every hit runs on to the end of its line, so a line is
+    found once per needle and its end comes with the hit; only the hits cost
+    Python work (two or three for a login line, none for most lines).
+    """
+    spans: Dict[int, int] = {}
+    size = len(block)
+    for search in searches:
+        for hit in search(block):
+            start, end = hit.span()
+            if start < size:  # not the empty match an empty needle makes at the end
+                spans[end] = start
+    rfind = block.rfind
+    return sorted((rfind(b"\n", 0, start) + 1, end) for end, start in spans.items())
+
+
+class _KeyCache:
+    """Postfix keys of recently logged address texts, with the refusal reason.
+
+    The same clients log in again and again; parsing an address costs more
+    than the rest of a login line.  Bounded: emptied when full, so a flood
+    of distinct addresses costs memory once, not forever.
+    """
+
+    def __init__(self, size: int = 16384) -> None:
+        self._size = size
+        self._known: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+
+    def lookup(self, text: str) -> Tuple[Optional[str], Optional[str]]:
+        """(key, None) or (None, why the text is no usable address)."""
+        found = self._known.get(text)
+        if found is None:
+            try:
+                found = (postfix_key(text), None)
+            except InvalidAddress as exc:
+                found = (None, str(exc))
+            if len(self._known) >= self._size:
+                self._known.clear()
+            self._known[text] = found
+        return found
