@@ -55,13 +55,39 @@ SCHEMA: Tuple[Option, ...] = (
         + ".",
     ),
     Option(
+        "source",
+        t.choice("auto", "file", "journal"),
+        "auto",
+        "Where logins are read: file (logfile), journal (the systemd journal, read with"
+        " journalctl) or auto: an explicitly set logfile, else the distribution's mail log"
+        " when it is being written (non-empty, modified within a day), else the journal."
+        "  check-config --explain says which was chosen and why.",
+    ),
+    Option(
         "logfile",
-        t.absolute_path,
-        lambda d: (d.logfile, f"distro {d.id}"),
-        "The mail log to follow.  Default by distribution (/etc/os-release): /var/log/maillog"
-        " on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian, Ubuntu; /var/log/mail"
-        " on SUSE.",
-        "/var/log/maillog",
+        t.path_or_auto,
+        "auto",
+        "The mail log to follow, or auto: the distribution's (/etc/os-release):"
+        " /var/log/maillog on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian,"
+        " Ubuntu; /var/log/mail on SUSE.  Debian 12+ and Fedora install no syslog daemon"
+        " by default, so there is none and source = auto reads the journal.",
+    ),
+    Option(
+        "journal_directory",
+        t.optional_path,
+        "",
+        "Read the journal files in this directory (journalctl --directory) instead of the"
+        " system journal; empty for the system journal.",
+    ),
+    Option(
+        "journal_trust",
+        t.journal_trust,
+        "",
+        "Which journal entries may speak for a server, per profile, replacing that"
+        " profile's defaults key by key: PROFILE:uid=U|U,comm=C|C,exe=/PATH,unit=NAME|*"
+        " separated by ';', e.g. dovecot:uid=0,comm=log|dovecot.  Only entries whose"
+        " journald fields (_UID, _COMM or _EXE, _SYSTEMD_UNIT when present) match grant;"
+        " the others are counted and logged.  Empty: every profile's defaults.",
     ),
     Option(
         "log_format",
@@ -259,6 +285,7 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
         except ValueError as exc:
             raise ConfigError(str(exc), key=opt.name, source=source) from None
         sources[opt.name], texts[opt.name] = source, text.strip()
+    values["distro_logfile"] = distro.logfile  # what logfile = auto means here
     return Settings(values, sources, texts)
 
 

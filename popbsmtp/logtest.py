@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import IO, Any, Dict, Iterable, List, Optional, TextIO
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, TextIO, Tuple
 
 from popbsmtp.addresses import IgnoredNetworks
 from popbsmtp.grants import refusal
 from popbsmtp.matcher import Login, Matcher
 from popbsmtp.profiles import LOGIN
 from popbsmtp.sessions import SessionTracker
+from popbsmtp.sources.journal import Entry, match_entries
+from popbsmtp.sources.trust import TrustCheck
 
 # Words POP/IMAP servers use for a successful login; used only to point out
 # lines that matched nothing, never to grant.
@@ -50,15 +52,75 @@ def run_test(
     max_session: float = DEFAULT_MAX_SESSION,
 ) -> Dict[str, Any]:
     misses: List[int] = []
+
+    def events() -> Iterator[Event]:
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip(b"\n")
+            found = matcher.match(line, now)
+            if found is None and len(misses) < MAX_MISSES and _looks_like_login(line):
+                misses.append(number)
+            if found is not None:
+                yield number, found, None
+
+    return _run(events(), matcher, misses, now, grace, ignored, out, as_json, max_session)
+
+
+def run_journal_test(
+    entries: Iterable[Entry],
+    matcher: Matcher,
+    trust: TrustCheck,
+    *,
+    now: float,
+    grace: float,
+    ignored: IgnoredNetworks,
+    out: TextIO,
+    as_json: bool,
+    max_session: float = DEFAULT_MAX_SESSION,
+) -> Dict[str, Any]:
+    """``popbsmtp test --journal``: the same report for journal entries (numbered in
+    journal order), with the entries whose sender is not the server refused."""
+    misses: List[int] = []
+    refused: List[int] = []
+
+    def events() -> Iterator[Event]:
+        for number, entry, login, untrusted in match_entries(entries, matcher, trust):
+            if login is None:
+                message = entry.envelope.message.encode() if entry.envelope else b""
+                if len(misses) < MAX_MISSES and _looks_like_login(message):
+                    misses.append(number)
+                continue
+            if untrusted is not None:
+                refused.append(number)
+                untrusted = f"untrusted sender: {untrusted} [{entry.sender.describe()}]"
+            yield number, login, untrusted
+
+    summary = _run(events(), matcher, misses, now, grace, ignored, out, as_json, max_session,
+                   refused)  # fmt: skip
+    return summary
+
+
+# (entry number, event, why the sender may not speak for the profile or None)
+Event = Tuple[int, Login, Optional[str]]
+
+
+def _run(
+    events: Iterable[Event],
+    matcher: Matcher,
+    misses: List[int],
+    now: float,
+    grace: float,
+    ignored: IgnoredNetworks,
+    out: TextIO,
+    as_json: bool,
+    max_session: float,
+    refused: Optional[List[int]] = None,
+) -> Dict[str, Any]:
     # The same joining of two-line forms and session windows as the daemon.
     sessions = SessionTracker(grace, max_session, matcher.profiles)
-    for number, line in enumerate(lines, 1):
-        line = line.rstrip(b"\n")
-        found = matcher.match(line, now)
-        if found is None:
-            if len(misses) < MAX_MISSES and _looks_like_login(line):
-                misses.append(number)
-            continue
+    for number, found, untrusted in events:
+        if untrusted is not None:
+            _report(out, number, found, untrusted, as_json)
+            continue  # the daemon neither grants nor ends a session on it
         login = sessions.resolve(found)
         if login is None:
             continue  # a connect line: only its later auth line is an event
@@ -78,6 +140,8 @@ def run_test(
         "unrecognised_login_lines": misses,
         "unjoined_two_line_logins": sessions.stats.unjoined,
     }
+    if refused is not None:
+        summary["untrusted"] = len(refused)
     if as_json:
         out.write(json.dumps({"summary": summary}) + "\n")
     else:
@@ -119,6 +183,8 @@ def _print_summary(out: TextIO, summary: Dict[str, Any]) -> None:
         for rule, count in summary["matched"].items():
             out.write(f"  {rule}: {count}\n")
         out.write(f"Profiles that matched: {', '.join(summary['profiles_matched'])}\n")
+    if "untrusted" in summary:
+        out.write(f"Refused, sender is not the server (journal fields): {summary['untrusted']}\n")
     else:
         out.write("No POP/IMAP logins found.\n")
     out.write(f"Profiles tried: {', '.join(summary['profiles_tried'])}\n")

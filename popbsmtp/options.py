@@ -6,10 +6,13 @@ The messages are what the administrator reads after ``file:line: key:``.
 from __future__ import annotations
 
 import re
-from typing import Callable, List
+from typing import TYPE_CHECKING, Callable, List, Mapping
 
 from popbsmtp.maps import MapSpec
 from popbsmtp.syslog import FORMATS
+
+if TYPE_CHECKING:
+    from popbsmtp.profiles import JournalTrust
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -53,6 +56,20 @@ def absolute_path(text: str) -> str:
     if "\0" in text:
         raise ValueError("a path cannot contain NUL")
     return text
+
+
+def path_or_auto(text: str) -> str:
+    return "auto" if text.strip().lower() == "auto" else absolute_path(text)
+
+
+def optional_path(text: str) -> str:
+    return absolute_path(text) if text.strip() else ""
+
+
+def journal_trust(text: str) -> Mapping[str, JournalTrust]:
+    from popbsmtp.sources.trust import parse_journal_trust  # imports the profiles
+
+    return parse_journal_trust(text)
 
 
 def word_list(text: str) -> List[str]:

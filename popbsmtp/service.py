@@ -33,7 +33,11 @@ from popbsmtp.reaper import Reaper
 from popbsmtp.saver import Saver
 from popbsmtp.sessions import SessionTracker
 from popbsmtp.signals import SignalWaker, signals_to_main_thread
+from popbsmtp.sources.choice import JOURNAL, choose_source
+from popbsmtp.sources.journal import JournalCursor, JournalSource, match_entries
+from popbsmtp.sources.position import Position
 from popbsmtp.sources.tail import FileTail
+from popbsmtp.sources.trust import TrustCheck
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
 from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
@@ -50,7 +54,7 @@ PUBLISH_PENDING = 10_000
 # its Login objects too, and glibc keeps what a big batch once took.
 READ_BUDGET = 1 << 20
 # What SIGHUP applies to a running daemon; other changed options wait for a restart.
-RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level")
+RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level", "journal_trust")
 
 
 def _release_memory() -> None:
@@ -87,6 +91,8 @@ class Service:
         self.wake = threading.Event()
         self._stopping = False
         self.matcher = build_matcher(settings)
+        self.trust = TrustCheck(self.matcher.profiles, settings.journal_trust)
+        self.untrusted = 0  # journal entries refused: their sender is not the server
         self.ignored: IgnoredNetworks = parse_networks(settings.ignore_networks)
         self.table = GrantTable(settings.max_entries)
         self.sessions = SessionTracker(settings.grace, settings.max_session, self.matcher.profiles)
@@ -125,22 +131,13 @@ class Service:
                 raise StartupError(str(exc)) from None
         self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
-        self.tail = FileTail(
-            self.settings.logfile,
-            snap.position,
-            max_line_length=self.settings.max_line_length,
-            initial_offset=self._window_start,
-        )
-        log_dir = os.path.dirname(self.settings.logfile) or "."
+        self.source = choose_source(self.settings, now)
+        log.info("reading %s: %s", self.source.describe(), self.source.reason)
+        watched = self._open_source(snap.position, now)
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
         control.check_spool(self.settings.state_dir)
-        self.watcher = Watcher(
-            self.wake,
-            {
-                log_dir: [os.path.basename(self.settings.logfile)],
-                control.spool_dir(self.settings.state_dir): ["req-"],
-            },
-        )
+        watched[control.spool_dir(self.settings.state_dir)] = ["req-"]
+        self.watcher = Watcher(self.wake, watched)
         self.reaper = Reaper(self.wake, poll_interval=self.settings.poll_interval, clock=self.clock)
         with signals_to_main_thread():
             self.watcher.start()
@@ -151,10 +148,33 @@ class Service:
         self.started = self.clock()
         log.info(
             "following %s; %d clients authorized in %s",
-            self.settings.logfile,
+            self.source.describe(),
             len(self.table),
             self.keeper.describe(),
         )
+
+    def _open_source(self, position: object, now: float) -> Dict[str, List[str]]:
+        """Open the chosen source at the saved position; the directories to watch."""
+        if self.source.kind == JOURNAL:
+            self.tail: FileTail | JournalSource = JournalSource(
+                self.source.path,
+                position if isinstance(position, JournalCursor) else None,
+                since=now - self.settings.grace,
+                wake=self.wake.set,
+                max_line_length=self.settings.max_line_length,
+                clock=time.monotonic,
+            )
+            for name in self.trust.untrusted_profiles:
+                log.warning("profile %s has no journal trust: it grants nothing", name)
+            return {}  # journalctl's output wakes the loop
+        path = self.source.path
+        self.tail = FileTail(
+            path,
+            position if isinstance(position, Position) else None,
+            max_line_length=self.settings.max_line_length,
+            initial_offset=self._window_start,
+        )
+        return {os.path.dirname(path) or ".": [os.path.basename(path)]}
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
@@ -219,8 +239,9 @@ class Service:
         """Apply the reloadable options of ``settings``; no grant is dropped or shortened."""
         matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
         ignored = parse_networks(settings.ignore_networks)
+        trust = TrustCheck(matcher.profiles, settings.journal_trust)
         matcher.stats = self.matcher.stats
-        self.matcher, self.ignored = matcher, ignored
+        self.matcher, self.ignored, self.trust = matcher, ignored, trust
         for name in RELOADABLE:
             setattr(self.settings, name, getattr(settings, name))
             self.settings.raw[name] = settings.raw[name]
@@ -269,6 +290,8 @@ class Service:
 
     def _read_log(self, now: float) -> bool:
         """Match every complete line there is now, a bounded batch of blocks at a time."""
+        if isinstance(self.tail, JournalSource):
+            return self._read_journal(self.tail, now)
         got = False
         while True:
             blocks = self.tail.read_blocks(READ_BUDGET)
@@ -280,6 +303,29 @@ class Service:
                     _release_memory()
             got = got or bool(blocks)
             if not self.tail.more:
+                return got
+
+    def _read_journal(self, journal: JournalSource, now: float) -> bool:
+        """Match every journal entry queued now; only trusted senders' events count."""
+        got = False
+        while True:
+            entries = journal.read_entries()
+            for _, entry, login, refused in match_entries(entries, self.matcher, self.trust):
+                if login is None:
+                    continue
+                if refused is None:
+                    self.handle(login, now)
+                    continue
+                self.untrusted += 1
+                log.warning(
+                    "refused journal entry for %s (%s): %s [%s]",
+                    login.rule_id, login.raw_ip or login.session or "-", refused,
+                    entry.sender.describe(),
+                )  # fmt: skip
+            if self.table.pending() >= PUBLISH_PENDING:
+                self.keeper.publish(self.table, now)
+            got = got or bool(entries)
+            if not journal.more:
                 return got
 
     def _window_start(self, fd: int) -> int:
@@ -366,6 +412,7 @@ class Service:
             "candidates": stats.candidates,
             "unparseable": stats.unparseable,
             "overlong": self.tail.stats.overlong,
+            "untrusted": self.untrusted,
             "matched": dict(stats.matched),
             "grants_active": len(self.table),
             "map_writes": self.keeper.writes,

@@ -19,7 +19,20 @@ login of a user named ``x, ip=[6.6.6.6], port=[1]``.  The ``TIMEOUT``,
 ``DISCONNECTED`` and ``stls=1`` shapes follow Courier's source.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, Example, JournalTrust, Profile, Rule
+
+# Journal entries that may speak for Courier: its servers write to stderr and
+# courierlogger (run as root by the init scripts and units) turns that into
+# syslog lines tagged imapd, pop3d …; Debian's units are below.
+JOURNAL = JournalTrust(
+    users=("root",),
+    comms=("courierlogger",),
+    exes=("/usr/sbin/courierlogger",),
+    units=(
+        "courier-imap.service", "courier-imap-ssl.service",
+        "courier-pop.service", "courier-pop-ssl.service",
+    ),
+)  # fmt: skip
 
 _PROGRAMS = (
     "imapd", "imapd-ssl", "pop3d", "pop3d-ssl", "imaplogin", "pop3login",
@@ -34,6 +47,7 @@ P = "Nov 27 04:48:08 mail "
 
 PROFILE = Profile(
     name="courier",
+    journal=JOURNAL,
     description="Courier-IMAP / POP3 (imapd, pop3d, -ssl; 5.0 captured); logouts by address",
     rules=(
         Rule(

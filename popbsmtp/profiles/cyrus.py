@@ -22,7 +22,21 @@ mechanisms other than plaintext) follow Cyrus's source (``imap/imapd.c``,
 ``imap/pop3d.c``) and published logs.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, Example, JournalTrust, Profile, Rule
+
+# Journal entries that may speak for Cyrus: imapd and pop3d log themselves
+# (syslog(3)) as the cyrus user, the master (Debian "cyrmaster", Fedora and
+# RHEL "cyrus-master") as root; the unit is cyrus-imapd.service on both.
+JOURNAL = JournalTrust(
+    users=("root", "cyrus"),
+    comms=("imapd", "pop3d", "cyrmaster", "cyrus-master"),
+    exes=(
+        "/usr/lib/cyrus/bin/imapd", "/usr/lib/cyrus/bin/pop3d", "/usr/sbin/cyrmaster",
+        "/usr/libexec/cyrus-imapd/imapd", "/usr/libexec/cyrus-imapd/pop3d",
+        "/usr/libexec/cyrus-imapd/cyrus-master",
+    ),
+    units=("cyrus-imapd.service",),
+)  # fmt: skip
 
 # Cyrus tags its lines with the *service name* from cyrus.conf (Debian prefixes
 # "cyrus/"): the usual names and their IPv6 twins.  Renamed services need a
@@ -36,6 +50,7 @@ P = "Nov 27 04:48:08 mail "
 
 PROFILE = Profile(
     name="cyrus",
+    journal=JOURNAL,
     description="Cyrus IMAP 2.4+ (3.6 captured) imapd/pop3d; logouts by process id",
     rules=(
         Rule(

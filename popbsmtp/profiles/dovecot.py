@@ -28,7 +28,18 @@ fields in the same order); the 2.4 example is derived from its documentation,
 not captured.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, Example, JournalTrust, Profile, Rule
+
+# Journal entries that may speak for Dovecot: its "log" process writes every
+# line of the login and mail processes, the master ("dovecot") its own, both
+# as root; Debian packages them in /usr/lib/dovecot and /usr/sbin, Fedora and
+# RHEL in /usr/libexec/dovecot and /usr/sbin; the unit is dovecot.service.
+JOURNAL = JournalTrust(
+    users=("root",),
+    comms=("log", "dovecot"),
+    exes=("/usr/lib/dovecot/log", "/usr/libexec/dovecot/log", "/usr/sbin/dovecot"),
+    units=("dovecot.service",),
+)
 
 SERVICES = r"(?:pop3|imap|submission|managesieve)"
 SESSION_ID = r"(?P<session>[A-Za-z0-9+/]{1,64})"
@@ -45,6 +56,7 @@ OWN = "Nov 27 05:58:29 "  # captured, Dovecot's own log_path
 
 PROFILE = Profile(
     name="dovecot",
+    journal=JOURNAL,
     description="Dovecot 2.1+ (2.3, 2.4) pop3/imap via syslog or its own log_path; logouts",
     rules=(
         Rule(
