@@ -12,12 +12,14 @@ import time
 from typing import Dict, List, Optional
 
 from popbsmtp import __version__, admin, config, logsetup, notify
-from popbsmtp.addresses import InvalidAddress, parse_networks, postfix_key
+from popbsmtp.addresses import IgnoredNetworks, InvalidAddress, parse_networks, postfix_key
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
-from popbsmtp.logtest import iso, open_input, run_test
+from popbsmtp.logtest import iso, open_input, run_journal_test, run_test
+from popbsmtp.matcher import Matcher
 from popbsmtp.options import duration, format_duration
 from popbsmtp.profiles import registry, select
 from popbsmtp.service import Service, build_matcher
+from popbsmtp.sources.choice import JOURNAL, choose_source
 
 log = logging.getLogger("popbsmtp")
 
@@ -138,7 +140,22 @@ def cmd_test(args: argparse.Namespace) -> int:
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks)
     now = time.time() if args.now is None else _parse_now(args.now)
-    source = args.file or settings.logfile
+    if args.journal is not None:
+        if args.file:
+            raise PopbsmtpError("give a log file or --journal, not both")
+        _test_journal(args, settings, matcher, ignored, now)
+    else:
+        _test_file(args, settings, matcher, ignored, now)
+    if args.read_map:
+        from popbsmtp.doctor import compare_map
+
+        return compare_map(settings, {row[0] for row in admin.grants(settings)}, sys.stdout)
+    return EXIT_OK
+
+
+def _test_file(args: argparse.Namespace, settings: config.Settings, matcher: Matcher,
+               ignored: IgnoredNetworks, now: float) -> None:  # fmt: skip
+    source = args.file or choose_source(settings, now).path
     with open_input(source, sys.stdin.buffer) as handle:
         run_test(
             handle,
@@ -150,11 +167,27 @@ def cmd_test(args: argparse.Namespace) -> int:
             as_json=args.json,
             max_session=settings.max_session,
         )
-    if args.read_map:
-        from popbsmtp.doctor import compare_map
 
-        return compare_map(settings, {row[0] for row in admin.grants(settings)}, sys.stdout)
-    return EXIT_OK
+
+def _test_journal(args: argparse.Namespace, settings: config.Settings, matcher: Matcher,
+                  ignored: IgnoredNetworks, now: float) -> None:  # fmt: skip
+    """``test --journal [DIR]``: every entry of that journal (journal_directory, else
+    the system's), with the journal trust the daemon applies."""
+    from popbsmtp.sources.journal import read_journal
+    from popbsmtp.sources.trust import TrustCheck
+
+    directory = args.journal or settings.journal_directory
+    run_journal_test(
+        read_journal(directory, max_line_length=settings.max_line_length),
+        matcher,
+        TrustCheck(matcher.profiles, settings.journal_trust),
+        now=now,
+        grace=settings.grace,
+        ignored=ignored,
+        out=sys.stdout,
+        as_json=args.json,
+        max_session=settings.max_session,
+    )
 
 
 def _parse_now(text: str) -> float:
@@ -171,9 +204,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for name, value, source in settings.explain():
             print(f"{name} = {value}".ljust(56) + f"  # {source}")
         print(f"# ignore_networks resolves to: {networks.describe}")
+        _explain_source(settings)
     else:
         print("configuration OK")
     return EXIT_OK
+
+
+def _explain_source(settings: config.Settings) -> None:
+    """Which log the daemon would follow now, why, and whom it trusts in the journal."""
+    from popbsmtp.sources.trust import TrustCheck
+
+    chosen = choose_source(settings)
+    print(f"# source: {chosen.describe()} ({chosen.reason})")
+    if chosen.kind == JOURNAL:
+        trust = TrustCheck(select(settings.profiles), settings.journal_trust)
+        for profile in select(settings.profiles):
+            print(f"# journal trust {profile.name}: {trust.describe(profile.name)}")
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -264,7 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser(
         "test", parents=[_common(read_back=True)], help="show what a log would authorize"
     )
-    test.add_argument("file", nargs="?", help="log file, or - for stdin (default: logfile)")
+    test.add_argument(
+        "file", nargs="?", help="log file, or - for stdin (default: the configured source)"
+    )
+    test.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="read the journal (files in DIR, else journal_directory, else the system's)",
+    )
     test.add_argument("--profile", "-p", action="append", help="profile(s) to try; auto = all")
     test.add_argument("--json", action="store_true", help="one JSON object per event")
     test.add_argument("--now", help=argparse.SUPPRESS)

@@ -164,8 +164,13 @@ class Service:
                 max_line_length=self.settings.max_line_length,
                 clock=time.monotonic,
             )
-            for name in self.trust.untrusted_profiles:
-                log.warning("profile %s has no journal trust: it grants nothing", name)
+            if self.trust.untrusted_profiles:
+                log.info(
+                    "profiles without journal trust grant nothing from the journal: %s",
+                    ", ".join(self.trust.untrusted_profiles),
+                )
+            for word in self.trust.unknown_users:
+                log.warning("journal trust names an unknown user (trusts nobody): %s", word)
             return {}  # journalctl's output wakes the loop
         path = self.source.path
         self.tail = FileTail(

@@ -113,7 +113,7 @@ class TrustCheck:
     def __init__(self, profiles: Iterable[Profile], overrides: Mapping[str, JournalTrust]):
         self._by_profile: Dict[str, _Resolved] = {}
         self.untrusted_profiles: List[str] = []  # no default, no override: grants nothing
-        self.unknown_users: List[str] = []
+        self.unknown_users: List[str] = []  # named in journal_trust, unknown here
         for profile in profiles:
             trust = overrides.get(profile.name, profile.journal)
             if trust is None:
@@ -122,8 +122,8 @@ class TrustCheck:
             uids = set()
             for word in trust.users:
                 uid = _uid(word)
-                if uid is None:
-                    self.unknown_users.append(f"{profile.name}:{word}")
+                if uid is None and profile.name in overrides:  # a default may name
+                    self.unknown_users.append(f"{profile.name}:{word}")  # an absent user
                 else:
                     uids.add(uid)
             units = None if "*" in trust.units else set(trust.units)

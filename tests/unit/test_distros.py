@@ -35,7 +35,7 @@ def test_explicit_distro_overrides_detection(tmp_path: Path) -> None:
     conf = tmp_path / "p.conf"
     conf.write_text("[popbsmtp]\ndistro = rhel\nmap = lmdb:/tmp/x\n")
     settings = config.load(str(conf), distro=named_distro("debian:12"))
-    assert settings.logfile == "/var/log/maillog"
+    assert settings.distro_logfile == "/var/log/maillog"
     assert settings.distro == "rhel"
     assert named_distro("ubuntu:24.04").log_format == "rfc3339"
 
