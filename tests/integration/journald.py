@@ -19,9 +19,11 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Type, TypeVar
 
-from sandbox import _NAMESPACE_SCRIPT, poll, require, spawn, stop_process
+from sandbox import _NAMESPACE_SCRIPT, SyslogServer, poll, require, spawn, stop_process
+
+S = TypeVar("S", bound=SyslogServer)
 
 JOURNALD = "/lib/systemd/systemd-journald"
 _JOURNALD_SCRIPT = """\
@@ -69,7 +71,7 @@ class PrivateJournal:
         if not os.path.exists(JOURNALD):
             raise RuntimeError(f"{JOURNALD} not found; install the Debian package systemd")
         self.journal_dir.mkdir(parents=True, exist_ok=True)
-        (self._sockets / "journal").mkdir(exist_ok=True)
+        (self._sockets / "journal").mkdir(parents=True, exist_ok=True)
         conf = self.dir / "journald.conf"
         conf.write_text(_CONF)
         argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
@@ -127,3 +129,21 @@ class PrivateJournal:
         argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                 "logger", "-t", tag, message]  # fmt: skip
         subprocess.run(self.inside(argv), check=True, capture_output=True, timeout=30)
+
+
+def journalled(server_class: Type[S]) -> Type[S]:
+    """server_class (a SyslogServer: Cyrus, Courier) logging into a PrivateJournal
+    instead of rsyslogd; its log_text() is the journal's messages."""
+
+    class Journalled(server_class):  # type: ignore[valid-type,misc]
+        def __init__(self, work_dir: Path, users: Dict[str, str]) -> None:
+            super().__init__(work_dir, users)
+            self.syslog = PrivateJournal(self.dir / "journald")
+
+        def log_text(self) -> str:
+            if not self.syslog.journal_dir.exists():
+                return ""
+            return "\n".join(self.syslog.messages())
+
+    Journalled.__name__ = "Journalled" + server_class.__name__
+    return Journalled
