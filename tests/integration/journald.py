@@ -62,6 +62,7 @@ class PrivateJournal:
         # A unix socket path has at most 107 bytes: the sockets live in a short directory.
         self._sockets = Path(tempfile.mkdtemp(prefix="pbs-jd-"))
         self.socket = self._sockets / "log.sock"
+        self.dev_log = self._sockets / "journal" / "dev-log"  # journald's syslog socket
         self.rfc3339_log = self.traditional_log = self.dir / "no-such-file.log"
         self._proc: Optional[subprocess.Popen] = None
 
@@ -79,7 +80,7 @@ class PrivateJournal:
                 str(conf), JOURNALD]  # fmt: skip
         self._proc = spawn(argv, self.dir / "journald.out")
         proc = self._proc
-        dev_log = self._sockets / "journal" / "dev-log"
+        dev_log = self.dev_log
         poll(
             lambda: dev_log.exists() and stat.S_ISSOCK(dev_log.stat().st_mode),
             "journald's syslog socket",

@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 from dovecot_server import HOSTILE_USERS, DovecotServer, imap_login, pop3_login
@@ -47,12 +47,11 @@ def _forged(ip: str) -> str:
 
 
 class JournalDovecot(DovecotServer):
-    """DovecotServer logging through syslog(3) into a private journald."""
+    """DovecotServer (2.3, or 2.4 in the trixie tree) whose /dev/log is a journald's."""
 
-    def __init__(self, work_dir: Path) -> None:
-        super().__init__(work_dir, syslog=True)
-        self.journal = PrivateJournal(self.dir / "journald")
-        self._rsyslog = self.journal  # type: ignore[assignment]
+    def __init__(self, work_dir: Path, journal: PrivateJournal, version: str) -> None:
+        super().__init__(work_dir, syslog=True, version=version, dev_log=journal.dev_log)
+        self.journal = journal
 
     def log_offset(self) -> int:
         return len(self.journal.messages())
@@ -119,12 +118,24 @@ def _statistics(daemon: Daemon) -> Dict[str, object]:
     return json.loads(daemon.log().split("statistics: ", 1)[1].splitlines()[0])
 
 
-def test_journal_grants_every_genuine_login_and_no_forgery(tmp_path: Path) -> None:
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[PrivateJournal]:
     tmp_path.chmod(0o755)
+    journal = PrivateJournal(tmp_path / "journald")
+    journal.start()
+    try:
+        yield journal
+    finally:
+        journal.stop()
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_journal_grants_every_genuine_login_and_no_forgery(
+    tmp_path: Path, journal: PrivateJournal, version: str
+) -> None:
     forged1 = [f"6.6.6.{n}" for n in range(1, 7)]
     forged2 = [f"6.6.6.{n}" for n in range(11, 14)]
-    with JournalDovecot(tmp_path) as server:
-        journal = server.journal
+    with JournalDovecot(tmp_path, journal, version) as server:
         first = _logins(server, FIRST)
         _forge(journal, forged1, tmp_path)
         _settled(server, len(FIRST), len(forged1))
