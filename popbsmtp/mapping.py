@@ -28,7 +28,9 @@ def writer_for(settings: Settings, dry_run: bool = False) -> MapWriter:
     spec: MapSpec = settings.map
     if dry_run:
         spec = MapSpec("memory", spec.path)
-    options = MapOptions(settings.map_mode, settings.map_owner, settings.map_group)
+    options = MapOptions(
+        settings.map_mode, settings.map_owner, settings.map_group, settings.postfix_config_dir
+    )
     return open_writer(spec, settings.map_value, options, settings.map_writer)
 
 

@@ -122,10 +122,10 @@ class TrustCheck:
             uids = set()
             for word in trust.users:
                 uid = _uid(word)
-                if uid is None and profile.name in overrides:  # a default may name
-                    self.unknown_users.append(f"{profile.name}:{word}")  # an absent user
-                else:
+                if uid is not None:
                     uids.add(uid)
+                elif profile.name in overrides:  # a default may name an absent user
+                    self.unknown_users.append(f"{profile.name}:{word}")
             units = None if "*" in trust.units else set(trust.units)
             self._by_profile[profile.name] = _Resolved(
                 uids, set(trust.comms), set(trust.exes), units

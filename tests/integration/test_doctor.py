@@ -33,7 +33,9 @@ def setup(tmp: Path, kind: str = "hash", **postfix: str) -> tuple:
 
 
 def doctor(config: Path, instance: PostfixInstance, *extra: str) -> subprocess.CompletedProcess:
-    return popbsmtp("doctor", "--config", str(config), "-c", str(instance.etc), *extra, check=False)
+    return popbsmtp(
+        "doctor", "--config", str(config), "--postfix-dir", str(instance.etc), *extra, check=False
+    )
 
 
 def lines(result: subprocess.CompletedProcess, level: str) -> list:
