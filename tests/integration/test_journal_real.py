@@ -27,6 +27,12 @@ from dovecot_server import HOSTILE_USERS, DovecotServer, imap_login, pop3_login
 from journald import PrivateJournal
 from support import Daemon, popbsmtp, wait_for, write_config
 
+from popbsmtp.matcher import Matcher
+from popbsmtp.profiles import select
+from popbsmtp.sources.journal import parse_entry
+from popbsmtp.sources.trust import TrustCheck
+from popbsmtp.syslog import Envelope
+
 pytestmark = pytest.mark.integration
 
 FORGER = 4242  # no such user: any unprivileged uid
@@ -39,11 +45,37 @@ FIRST: List[Tuple[str, str, str]] = [  # (protocol, source address, user)
 SECOND = [("pop3", "127.0.0.21", "alice"), ("imap", "127.0.0.22", "bob@example.org")]
 
 
-def _forged(ip: str) -> str:
+# How each version logs a successful login (the forgeries imitate it).
+LOGIN_WORDS = {"2.3": "Login", "2.4": "Logged in"}
+
+
+def _login_line(version: str, ip: str) -> str:
     return (
-        f"imap-login: Login: user=<x>, method=PLAIN, rip={ip}, lip=127.0.0.1, mpid=1, "
-        "session=<abcd>"
+        f"imap-login: {LOGIN_WORDS[version]}: user=<x>, method=PLAIN, rip={ip}, lip=127.0.0.1, "
+        "mpid=1, session=<abcd>"
     )
+
+
+def _profile_knows(version: str) -> bool:
+    """Does the dovecot profile recognise this version's login line at all?"""
+    line = _login_line(version, "192.0.2.1")
+    envelope = Envelope(0.0, "", "dovecot", None, line)
+    return Matcher(select(["dovecot"])).match_envelope(envelope) is not None
+
+
+# Dovecot 2.4's "Logged in:" is the dovecot profile's to learn; until it does, the
+# daemon run below grants nothing for 2.4 and this strict xfail says so (it fails as
+# soon as the profile knows the line, so the mark cannot outlive the gap).
+VERSIONS = [
+    "2.3",
+    pytest.param(
+        "2.4",
+        marks=pytest.mark.xfail(
+            not _profile_knows("2.4"), strict=True,
+            reason="the dovecot profile does not recognise 2.4's 'Logged in:' yet",
+        ),
+    ),
+]  # fmt: skip
 
 
 class JournalDovecot(DovecotServer):
@@ -52,6 +84,10 @@ class JournalDovecot(DovecotServer):
     def __init__(self, work_dir: Path, journal: PrivateJournal, version: str) -> None:
         super().__init__(work_dir, syslog=True, version=version, dev_log=journal.dev_log)
         self.journal = journal
+
+    def start(self) -> None:
+        self._rsyslog.dir.mkdir(parents=True, exist_ok=True)  # inside() works in it; no rsyslogd
+        super().start()
 
     def log_offset(self) -> int:
         return len(self.journal.messages())
@@ -68,7 +104,7 @@ def _logins(server: JournalDovecot, sessions: List[Tuple[str, str, str]]) -> Set
     return {source for _, source, _ in sessions}
 
 
-def _forge(journal: PrivateJournal, ips: List[str], work: Path) -> None:
+def _forge(journal: PrivateJournal, ips: List[str], work: Path, version: str) -> None:
     """One forgery per address, by the three kinds of sender journald tells apart."""
     renamed = work / "forger" / "log"  # logger under Dovecot's command name
     renamed.parent.mkdir(exist_ok=True)
@@ -76,23 +112,29 @@ def _forge(journal: PrivateJournal, ips: List[str], work: Path) -> None:
     shutil.copy("/usr/bin/logger", renamed)
     for n, ip in enumerate(ips):
         if n % 3 == 0:
-            journal.forge(FORGER, "dovecot", _forged(ip))
+            journal.forge(FORGER, "dovecot", _login_line(version, ip))
         elif n % 3 == 1:
             argv = ["setpriv", f"--reuid={FORGER}", f"--regid={FORGER}", "--clear-groups",
-                    str(renamed), "-t", "dovecot", _forged(ip)]  # fmt: skip
+                    str(renamed), "-t", "dovecot", _login_line(version, ip)]  # fmt: skip
             subprocess.run(journal.inside(argv), check=True, capture_output=True, timeout=30)
         else:
-            argv = ["logger", "-t", "dovecot", _forged(ip)]  # root, but not Dovecot's program
+            argv = [
+                "logger",
+                "-t",
+                "dovecot",
+                _login_line(version, ip),
+            ]  # root, but not Dovecot's program
             subprocess.run(journal.inside(argv), check=True, capture_output=True, timeout=30)
 
 
 def _settled(server: JournalDovecot, logins: int, forged: int) -> None:
     """Every login, logout and forgery is in the journal."""
+    said = f": {LOGIN_WORDS[server.version]}: user=<"
 
     def done() -> bool:
         text = server.read_log()
         return (
-            sum(": Login: user=<" in line for line in text) >= logins + forged
+            sum(said in line for line in text) >= logins + forged
             and sum("Logged out" in line for line in text) >= logins
         )
 
@@ -130,6 +172,28 @@ def journal(tmp_path: Path) -> Iterator[PrivateJournal]:
 
 
 @pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_dovecot_entries_carry_the_fields_the_defaults_trust(
+    tmp_path: Path, journal: PrivateJournal, version: str
+) -> None:
+    """Independent of the profile's rules: genuine login entries are trusted by the
+    dovecot defaults (_UID=0, _COMM=log), each forgery is not."""
+    with JournalDovecot(tmp_path, journal, version) as server:
+        _logins(server, FIRST[:3])
+        _forge(journal, ["6.6.6.1", "6.6.6.2", "6.6.6.3"], tmp_path, version)
+        _settled(server, 3, 3)
+        entries = journal.entries()
+    trust = TrustCheck(select(["dovecot"]), {})
+    said = f"-login: {LOGIN_WORDS[version]}: user=<"
+    logins = [(e, parse_entry(json.dumps(e).encode(), 8192)) for e in entries
+              if said in str(e.get("MESSAGE"))]  # fmt: skip
+    verdicts = {str(e["MESSAGE"]).split("rip=")[1].split(",")[0]: trust.refusal(
+        "dovecot", p.sender) for e, p in logins if p is not None}  # fmt: skip
+    assert {ip for ip, why in verdicts.items() if why is None} == {"127.0.0.5", "127.0.0.6", "::1"}
+    assert {ip for ip, why in verdicts.items() if why is not None} == {
+        "6.6.6.1", "6.6.6.2", "6.6.6.3"}  # fmt: skip
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_journal_grants_every_genuine_login_and_no_forgery(
     tmp_path: Path, journal: PrivateJournal, version: str
 ) -> None:
@@ -137,7 +201,7 @@ def test_journal_grants_every_genuine_login_and_no_forgery(
     forged2 = [f"6.6.6.{n}" for n in range(11, 14)]
     with JournalDovecot(tmp_path, journal, version) as server:
         first = _logins(server, FIRST)
-        _forge(journal, forged1, tmp_path)
+        _forge(journal, forged1, tmp_path, version)
         _settled(server, len(FIRST), len(forged1))
         genuine = [e for e in journal.entries() if str(e.get("MESSAGE", "")).startswith("imap-")]
         assert {(e.get("_UID"), e.get("_COMM")) for e in genuine if "6.6.6." not in str(
@@ -161,7 +225,7 @@ def test_journal_grants_every_genuine_login_and_no_forgery(
 
         # Stopped: more logins and forgeries; a restart reads exactly these.
         second = _logins(server, SECOND)
-        _forge(journal, forged2, tmp_path)
+        _forge(journal, forged2, tmp_path, version)
         _settled(server, len(FIRST) + len(SECOND), len(forged1) + len(forged2))
         after = subprocess.run(
             ["journalctl", f"--directory={journal.journal_dir}", "--output=json",
