@@ -140,9 +140,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
     now = time.time() if args.now is None else _parse_now(args.now)
-    if args.journal is not None:
-        if args.file:
-            raise PopbsmtpError("give a log file or --journal, not both")
+    if args.journal is not None and args.file:
+        raise PopbsmtpError("give a log file or --journal, not both")
+    chosen = None if args.file or args.journal is not None else choose_source(settings, now)
+    if args.journal is not None or (chosen is not None and chosen.kind == JOURNAL):
+        # --journal DIR, --journal alone (journal_directory, else the system's), or
+        # no file given and the daemon's source is the journal
+        args.journal = args.journal or (chosen.path if chosen else "")
         _test_journal(args, settings, matcher, ignored, now)
     else:
         _test_file(args, settings, matcher, ignored, now)
