@@ -221,9 +221,14 @@ def _explain_source(settings: config.Settings) -> None:
     chosen = choose_source(settings)
     print(f"# source: {chosen.describe()} ({chosen.reason})")
     if chosen.kind == JOURNAL:
-        trust = TrustCheck(select(settings.profiles), settings.journal_trust)
-        for profile in select(settings.profiles):
-            print(f"# journal trust {profile.name}: {trust.describe(profile.name)}")
+        profiles = select(settings.profiles)
+        trust = TrustCheck(profiles, settings.journal_trust)
+        for profile in profiles:
+            if profile.name not in trust.untrusted_profiles:
+                print(f"# journal trust {profile.name}: {trust.describe(profile.name)}")
+        if trust.untrusted_profiles:
+            names = ", ".join(trust.untrusted_profiles)
+            print(f"# no journal trust (grant nothing from the journal): {names}")
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:

@@ -280,6 +280,9 @@ class JournalSource:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             _reap(proc)
+        with contextlib.suppress(queue.Empty):  # a reader blocked on a full queue ends too
+            while True:
+                self._queue.get_nowait()
 
 
 _NOBODY = Sender(None, None, None, None)

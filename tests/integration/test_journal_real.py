@@ -244,6 +244,12 @@ def test_journal_grants_every_genuine_login_and_no_forgery(
         assert _state(conf)["position"]["journal_cursor"] == last  # type: ignore[index]
         assert {row[0] for row in _state(conf)["grants"]} == first | second  # type: ignore[union-attr]
 
+        doctor = popbsmtp("doctor", "-c", str(conf), check=False).stdout
+        [line] = [x for x in doctor.splitlines() if " log: " in x]
+        logins = len(FIRST) + len(SECOND)
+        assert f"{logins} logins recognised, {len(forged1 + forged2)} refused" in line
+        assert f"the journal in {journal.journal_dir} (source = journal)" in line
+
         result = popbsmtp("test", "--journal", str(journal.journal_dir), "--json",
                           "-c", str(conf)).stdout  # fmt: skip
     records = [json.loads(line) for line in result.splitlines()]
