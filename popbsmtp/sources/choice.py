@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from popbsmtp.options import format_duration
+from popbsmtp.config.distros import detect, named_distro
+from popbsmtp.config.values import format_duration
 
 FILE = "file"
 JOURNAL = "journal"
@@ -43,12 +44,21 @@ class SourceChoice:
         return f"the journal in {self.path}" if self.path else "the systemd journal"
 
 
-def choose_source(settings: Any, now: Optional[float] = None) -> SourceChoice:
-    """The source ``settings`` ask for, looking at the file system where they leave it open."""
+def distro_mail_log(settings: Any) -> str:
+    """The mail log ``logfile = auto`` means: the configured or detected distribution's."""
+    distro = detect() if settings.distro == "auto" else named_distro(settings.distro)
+    return distro.logfile
+
+
+def choose_source(
+    settings: Any, now: Optional[float] = None, mail_log: Optional[str] = None
+) -> SourceChoice:
+    """The source ``settings`` ask for, looking at the file system where they leave it
+    open; ``mail_log`` stands for the distribution's mail log (tests)."""
     now = time.time() if now is None else now
     journal_dir = settings.journal_directory
     explicit = settings.logfile != "auto"
-    path = settings.logfile if explicit else settings.distro_logfile
+    path = settings.logfile if explicit else (mail_log or distro_mail_log(settings))
     if settings.source == JOURNAL:
         return SourceChoice(JOURNAL, journal_dir, "source = journal")
     if settings.source == FILE:

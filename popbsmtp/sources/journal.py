@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import IO, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.matcher import Login, Matcher
+from popbsmtp.parse.envelope import Envelope
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.sources.generation import TailStats
 from popbsmtp.sources.trust import Sender, TrustCheck
-from popbsmtp.syslog import Envelope
 
 log = logging.getLogger(__name__)
 

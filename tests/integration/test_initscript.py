@@ -20,7 +20,7 @@ from typing import Dict, List
 import pytest
 from support import wait_for, write_config
 
-from popbsmtp.daemonize import read_pid
+from popbsmtp.daemon.daemonize import read_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "init" / "popbsmtp"

@@ -27,11 +27,11 @@ from dovecot_server import HOSTILE_USERS, DovecotServer, imap_login, pop3_login
 from journald import PrivateJournal
 from support import Daemon, popbsmtp, wait_for, write_config
 
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.envelope import Envelope
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import select
 from popbsmtp.sources.journal import parse_entry
 from popbsmtp.sources.trust import TrustCheck
-from popbsmtp.syslog import Envelope
 
 pytestmark = pytest.mark.integration
 

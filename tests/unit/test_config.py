@@ -1,10 +1,10 @@
 import pytest
 
 from popbsmtp import config
-from popbsmtp.distros import Distro, detect
+from popbsmtp.config.distros import Distro, detect
+from popbsmtp.config.values import duration
 from popbsmtp.errors import ConfigError
 from popbsmtp.maps import MapSpec
-from popbsmtp.options import duration
 
 DEBIAN = Distro("debian", "debian", "/var/log/mail.log", "rfc3339")
 
@@ -18,7 +18,6 @@ def test_defaults_come_from_schema_and_distro(tmp_path):
     cfg = write(tmp_path / "p.conf", "[popbsmtp]\nmap = lmdb:/tmp/x\n")
     settings = config.load(cfg, distro=DEBIAN)
     assert settings.logfile == "auto"
-    assert settings.distro_logfile == "/var/log/mail.log"
     assert settings.source == "auto" and settings.journal_directory == ""
     assert settings.grace == 1800
     assert settings.map == MapSpec("lmdb", "/tmp/x")

@@ -19,6 +19,7 @@ from support import wait_for
 
 from popbsmtp import config
 from popbsmtp.errors import ConfigError
+from popbsmtp.grants.state import Snapshot, StateFile
 from popbsmtp.profiles import select
 from popbsmtp.sources import choice
 from popbsmtp.sources.journal import (
@@ -29,7 +30,6 @@ from popbsmtp.sources.journal import (
     read_lines,
 )
 from popbsmtp.sources.trust import Sender, TrustCheck, parse_journal_trust
-from popbsmtp.state import Snapshot, StateFile
 
 CURSOR = "s=4d77;i=3;b=98;m=154;t=661d;x=4b96"
 LOGIN = (
@@ -218,7 +218,7 @@ def test_unknown_users_trust_nobody_and_are_reported_when_configured() -> None:
 
 
 def settings(**values: str) -> SimpleNamespace:
-    base = {"source": "auto", "logfile": "auto", "journal_directory": "", "distro_logfile": ""}
+    base = {"source": "auto", "logfile": "auto", "journal_directory": "", "distro": "auto"}
     base.update(values)
     return SimpleNamespace(**base)
 
@@ -226,11 +226,13 @@ def settings(**values: str) -> SimpleNamespace:
 def test_explicit_choices(tmp_path: Path) -> None:
     log = str(tmp_path / "mail.log")
     assert choice.choose_source(settings(source="journal")).kind == choice.JOURNAL
-    chosen = choice.choose_source(settings(source="file", distro_logfile=log))
+    chosen = choice.choose_source(settings(source="file"), mail_log=log)
     assert (chosen.kind, chosen.path) == (choice.FILE, log)
     explicit = choice.choose_source(settings(logfile=log))
     assert (explicit.kind, explicit.path) == (choice.FILE, log)
     directory = choice.choose_source(settings(journal_directory="/j"))
+    named = settings(source="file", distro="rhel")
+    assert choice.choose_source(named).path == "/var/log/maillog"  # the named distro's
     assert (directory.kind, directory.path) == (choice.JOURNAL, "/j")
 
 
@@ -239,20 +241,24 @@ def test_auto_takes_the_mail_log_only_while_it_is_written(
 ) -> None:
     monkeypatch.setattr(choice, "journal_available", lambda: True)
     log = tmp_path / "mail.log"
-    auto = settings(distro_logfile=str(log))
+    auto = settings()
     now = time.time()
-    missing = choice.choose_source(auto, now)
+
+    def choose() -> choice.SourceChoice:
+        return choice.choose_source(auto, now, mail_log=str(log))
+
+    missing = choose()
     assert missing.kind == choice.JOURNAL and "does not exist" in missing.reason
     log.write_text("")
-    assert "is empty" in choice.choose_source(auto, now).reason
+    assert "is empty" in choose().reason
     log.write_text("Dec  5 01:00:00 mail postfix/smtpd[1]: connect\n")
-    chosen = choice.choose_source(auto, now)
+    chosen = choose()
     assert (chosen.kind, chosen.reason) == (choice.FILE, f"{log} is being written")
     os.utime(log, (now - 2 * choice.RECENT, now - 2 * choice.RECENT))
-    stale = choice.choose_source(auto, now)
+    stale = choose()
     assert stale.kind == choice.JOURNAL and "last written 48h ago" in stale.reason
     monkeypatch.setattr(choice, "journal_available", lambda: False)
-    assert choice.choose_source(auto, now).kind == choice.FILE  # nothing better: wait for it
+    assert choose().kind == choice.FILE  # nothing better: wait for it
 
 
 # -- the follower, with a stand-in journalctl ------------------------------------

@@ -11,14 +11,17 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from popbsmtp import __version__, admin, config, logsetup, notify
-from popbsmtp.addresses import IgnoredNetworks, InvalidAddress, parse_networks, postfix_key
+from popbsmtp import __version__, config
+from popbsmtp.cli import admin
+from popbsmtp.cli.logtest import iso, open_input, run_test
+from popbsmtp.config.values import duration, format_duration
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
-from popbsmtp.logtest import iso, open_input, run_journal_test, run_test
-from popbsmtp.matcher import Matcher
-from popbsmtp.options import duration, format_duration
+from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
+from popbsmtp.parse.matcher import Matcher
+from popbsmtp.policy import Policy
 from popbsmtp.profiles import registry, select
-from popbsmtp.service import Service, build_matcher
 from popbsmtp.sources.choice import JOURNAL, choose_source
 
 log = logging.getLogger("popbsmtp")
@@ -47,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PopbsmtpError("--daemonize and --foreground exclude each other")
     detached = None
     if args.daemonize:
-        from popbsmtp.daemonize import daemonize
+        from popbsmtp.daemon.daemonize import daemonize
 
         if args.config:  # the daemon runs in /, and re-reads the file on SIGHUP
             args.config = os.path.abspath(args.config)
@@ -139,17 +142,28 @@ def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
+    policy = Policy(settings.grace, settings.max_session, ignored, matcher.profiles)
     now = time.time() if args.now is None else _parse_now(args.now)
     if args.journal is not None and args.file:
         raise PopbsmtpError("give a log file or --journal, not both")
     chosen = None if args.file or args.journal is not None else choose_source(settings, now)
     if args.journal is not None or (chosen is not None and chosen.kind == JOURNAL):
-        # --journal DIR, --journal alone (journal_directory, else the system's), or
-        # no file given and the daemon's source is the journal
-        args.journal = args.journal or (chosen.path if chosen else "")
-        _test_journal(args, settings, matcher, ignored, now)
+        # --journal DIR; --journal alone (journal_directory, else the system's); or no
+        # file given and the daemon's source is the journal
+        directory = args.journal or (chosen.path if chosen else "") or settings.journal_directory
+        _test_journal(directory, settings, matcher, policy, now, args.json)
     else:
-        _test_file(args, settings, matcher, ignored, now)
+        source = args.file or (chosen.path if chosen else settings.logfile)
+        with open_input(source, sys.stdin.buffer) as handle:
+            run_test(
+                handle,
+                matcher,
+                policy,
+                now=now,
+                out=sys.stdout,
+                as_json=args.json,
+                max_entries=settings.max_entries,
+            )
     if args.read_map:
         from popbsmtp.doctor import compare_map
 
@@ -157,40 +171,22 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _test_file(args: argparse.Namespace, settings: config.Settings, matcher: Matcher,
-               ignored: IgnoredNetworks, now: float) -> None:  # fmt: skip
-    source = args.file or choose_source(settings, now).path
-    with open_input(source, sys.stdin.buffer) as handle:
-        run_test(
-            handle,
-            matcher,
-            now=now,
-            grace=settings.grace,
-            ignored=ignored,
-            out=sys.stdout,
-            as_json=args.json,
-            max_session=settings.max_session,
-        )
-
-
-def _test_journal(args: argparse.Namespace, settings: config.Settings, matcher: Matcher,
-                  ignored: IgnoredNetworks, now: float) -> None:  # fmt: skip
-    """``test --journal [DIR]``: every entry of that journal (journal_directory, else
-    the system's), with the journal trust the daemon applies."""
+def _test_journal(directory: str, settings: config.Settings, matcher: Matcher, policy: Policy,
+                  now: float, as_json: bool) -> None:  # fmt: skip
+    """Every entry of that journal, with the journal trust the daemon applies."""
+    from popbsmtp.cli.journaltest import run_journal_test
     from popbsmtp.sources.journal import read_journal
     from popbsmtp.sources.trust import TrustCheck
 
-    directory = args.journal or settings.journal_directory
     run_journal_test(
         read_journal(directory, max_line_length=settings.max_line_length),
         matcher,
         TrustCheck(matcher.profiles, settings.journal_trust),
+        policy,
         now=now,
-        grace=settings.grace,
-        ignored=ignored,
         out=sys.stdout,
-        as_json=args.json,
-        max_session=settings.max_session,
+        as_json=as_json,
+        max_entries=settings.max_entries,
     )
 
 
@@ -244,7 +240,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from popbsmtp.demo import run_demo
+    from popbsmtp.cli.demo import run_demo
 
     return run_demo(args.dir, args.duration)
 

@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING, Callable, List, Mapping
 
 from popbsmtp.maps import MapSpec
-from popbsmtp.syslog import FORMATS
+from popbsmtp.parse.envelope import FORMATS
 
 if TYPE_CHECKING:
     from popbsmtp.profiles import JournalTrust

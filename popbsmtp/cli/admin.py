@@ -13,13 +13,12 @@ import os
 import time
 from typing import Any, Dict, List, Tuple
 
-from popbsmtp import control
 from popbsmtp.config import Settings
-from popbsmtp.control import apply_request
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.grants import GrantTable
-from popbsmtp.mapping import writer_for
-from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants.control import apply_request
+from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.maps.keeper import writer_for
 
 WAIT = 5.0
 
