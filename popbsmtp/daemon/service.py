@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
@@ -108,18 +108,65 @@ class Service:
         self.state = StateFile(settings.state_dir)
         self.saver = Saver(self.state, self.wake.set, self.clock)
         self.lock = StateLock(settings.state_dir)
+        self.keeper = MapKeeper(settings, dry_run, clock)
+        self.source = choose_source(settings, clock())
+        watched: Dict[str, List[str]] = {control.spool_dir(settings.state_dir): ["req-"]}
+        self.tail: Union[FileTail, JournalSource]
+        if self.source.kind == JOURNAL:
+            self.tail = JournalSource(
+                self.source.path,
+                since=clock() - settings.grace,
+                wake=self.wake.set,
+                max_line_length=settings.max_line_length,
+            )  # its reader thread wakes the loop: no directory to watch
+        else:
+            path = self.source.path
+            self.tail = FileTail(
+                path, max_line_length=settings.max_line_length, initial_offset=self._window_start
+            )
+            watched[os.path.dirname(path) or "."] = [os.path.basename(path)]
+        self.watcher = Watcher(self.wake, watched)
+        self.reaper = Reaper(self.wake, poll_interval=settings.poll_interval, clock=clock)
+        self._waker: Optional[SignalWaker] = None
+        # What start() opened, closed in reverse order by shutdown() (or by a failed start).
+        self._opened = contextlib.ExitStack()
         self._last_now = float("inf")  # the first step checks grants loaded from state
         self.started = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a second signal then exits at once)."""
+        return self._stopping
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Open everything; raise StartupError when the daemon cannot run."""
+        """Open everything; raise StartupError when the daemon cannot run (then
+        everything opened so far is closed again)."""
+        try:
+            self._open()
+        except BaseException:
+            self._opened.close()
+            raise
+        self.step()  # catch up with the log and queued requests; reconciles the map
+        _release_memory()
+        self._save(force=True)
+        self.started = self.clock()
+        log.info(
+            "following %s; %d clients authorized in %s",
+            self.source.describe(),
+            len(self.table),
+            self.keeper.describe(),
+        )
+
+    def _open(self) -> None:
+        opened = self._opened
         ensure_dir(self.settings.state_dir)
         if not self.lock.acquire(wait=5.0):
             raise StartupError(
                 f"another popbsmtp is running with state_dir {self.settings.state_dir}"
             )
+        opened.callback(self.lock.release)
         snap = self.state.load()
         now = self.clock()
         # A clock that went back while we were stopped would lengthen every
@@ -138,41 +185,25 @@ class Service:
                 check_writable(os.path.dirname(self.settings.map.path))
             except MapError as exc:
                 raise StartupError(str(exc)) from None
-        self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
-        self.source = choose_source(self.settings, now)
+        opened.callback(self.keeper.close)
         log.info("reading %s: %s", self.source.describe(), self.source.reason)
-        watched = self._open_source(snap.position, now)
+        self._resume(snap.position)
+        opened.callback(self.tail.close)
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
         control.check_spool(self.settings.state_dir)
-        watched[control.spool_dir(self.settings.state_dir)] = ["req-"]
-        self.watcher = Watcher(self.wake, watched)
-        self.reaper = Reaper(self.wake, poll_interval=self.settings.poll_interval, clock=self.clock)
+        # The last word on the way out: the state, once the threads are gone.
+        opened.callback(self._save, True)  # a failure is logged by the saver
         with signals_to_main_thread():
             self.watcher.start()
+            opened.callback(self.watcher.stop)
             self.reaper.start()
-        self.step()  # catch up with the log and queued requests; reconciles the map
-        _release_memory()
-        self._save(force=True)
-        self.started = self.clock()
-        log.info(
-            "following %s; %d clients authorized in %s",
-            self.source.describe(),
-            len(self.table),
-            self.keeper.describe(),
-        )
+            opened.callback(self.reaper.stop)
 
-    def _open_source(self, position: object, now: float) -> Dict[str, List[str]]:
-        """Open the chosen source at the saved position; the directories to watch."""
-        if self.source.kind == JOURNAL:
-            self.tail: FileTail | JournalSource = JournalSource(
-                self.source.path,
-                position if isinstance(position, JournalCursor) else None,
-                since=now - self.settings.grace,
-                wake=self.wake.set,
-                max_line_length=self.settings.max_line_length,
-                clock=time.monotonic,
-            )
+    def _resume(self, position: object) -> None:
+        """Resume the source at the saved position if it is one of its own."""
+        if isinstance(self.tail, JournalSource):
+            self.tail.resume(position if isinstance(position, JournalCursor) else None)
             if self.trust.untrusted_profiles:
                 log.info(
                     "profiles without journal trust grant nothing from the journal: %s",
@@ -180,21 +211,15 @@ class Service:
                 )
             for word in self.trust.unknown_users:
                 log.warning("journal trust names an unknown user (trusts nobody): %s", word)
-            return {}  # journalctl's output wakes the loop
-        path = self.source.path
-        self.tail = FileTail(
-            path,
-            position if isinstance(position, Position) else None,
-            max_line_length=self.settings.max_line_length,
-            initial_offset=self._window_start,
-        )
-        return {os.path.dirname(path) or ".": [os.path.basename(path)]}
+        else:
+            self.tail.resume(position if isinstance(position, Position) else None)
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
         self.start()
         with signals_to_main_thread():
-            self._waker = SignalWaker(self.wake)
+            waker = SignalWaker(self.wake)
+        self._waker = waker
         try:
             if on_ready:
                 on_ready()
@@ -213,7 +238,8 @@ class Service:
             notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
-            self._waker.close()
+            self._waker = None
+            waker.close()
             self.shutdown()
 
     def stop(self) -> None:
@@ -232,7 +258,7 @@ class Service:
         self._poke()
 
     def _poke(self) -> None:
-        waker: Optional[SignalWaker] = getattr(self, "_waker", None)
+        waker = self._waker
         if waker is not None:
             waker.poke()
         else:
@@ -266,15 +292,8 @@ class Service:
         log.info("configuration reloaded; %d clients authorized", len(self.table))
 
     def shutdown(self) -> None:
-        for part in ("reaper", "watcher"):
-            if hasattr(self, part):
-                getattr(self, part).stop()
-        self._save(force=True)  # a failure is logged by the saver
-        if hasattr(self, "tail"):
-            self.tail.close()
-        if hasattr(self, "keeper"):
-            self.keeper.close()
-        self.lock.release()
+        """Stop the threads, save the state, close the log and the table, unlock."""
+        self._opened.close()
         log.info("stopped")
 
     # -- one batch -------------------------------------------------------
@@ -413,7 +432,7 @@ class Service:
         self.saver.save(self._snapshot, force)
 
     def _snapshot(self, now: float) -> Snapshot:
-        position = self.tail.position if hasattr(self, "tail") else None
+        position = self.tail.position
         return Snapshot(self.table.frozen_rows(), position, saved=now)
 
     def statistics(self) -> Dict[str, object]:

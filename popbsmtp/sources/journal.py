@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from typing import IO, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -162,15 +163,15 @@ class JournalSource:
     def __init__(
         self,
         directory: str,
-        position: Optional[JournalCursor],
+        position: Optional[JournalCursor] = None,
         *,
         since: float,
         wake: Callable[[], None],
         max_line_length: int = 8192,
-        clock: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
-        self._cursor = position.cursor if position and position.directory == directory else None
+        self._cursor: Optional[str] = None
         self._since = since
         self._wake = wake
         self.max_line_length = max_line_length
@@ -183,6 +184,15 @@ class JournalSource:
         self._taken = 0  # entries taken from the current journalctl
         self._errors: List[str] = []
         self._stderr_thread: Optional[threading.Thread] = None
+        self.resume(position)
+
+    def resume(self, position: Optional[JournalCursor]) -> None:
+        """Where to resume, known once the saved state is read (before the first read);
+        a cursor saved for another journal directory is not ours."""
+        if self._proc is not None:
+            raise RuntimeError("resume() after journalctl started")
+        mine = position is not None and position.directory == self.directory
+        self._cursor = position.cursor if mine and position is not None else None
 
     @property
     def position(self) -> Optional[JournalCursor]:
