@@ -160,15 +160,7 @@ class DovecotServer(Harness):
     def _start_dovecot(self, dovecot: str) -> None:
         for attempt in range(3):
             self.pop3_port, self.imap_port = free_ports(2)
-            command = [dovecot, "-F", "-c", str(self._write_dovecot_files())]
-            if self.tree is not None:
-                binds = [self.dir, self._socket_dir]
-                if self.syslog:
-                    command = self._rsyslog.inside(command, binds)
-                else:
-                    command = trixie.command(self.tree, command, binds=binds)
-            elif self.syslog:
-                command = self._rsyslog.inside(command)
+            command = self._wrap([dovecot, "-F", "-c", str(self._write_dovecot_files())])
             output = self.dir / "dovecot.stderr"
             self._dovecot = spawn(command, output)
             try:
@@ -223,6 +215,20 @@ class DovecotServer(Harness):
         conf = self.dir / "dovecot.conf"
         conf.write_text(conf_24(settings) if self.tree is not None else conf_23(settings))
         return conf
+
+    def _wrap(self, argv: List[str]) -> List[str]:
+        """argv as run where Dovecot runs: its tree, its /dev/log."""
+        if self.tree is not None:
+            binds = [self.dir, self._socket_dir]
+            if self.syslog and self.dev_log is None:
+                return self._rsyslog.inside(argv, binds)
+            dev_log = self.dev_log if self.syslog else None
+            return trixie.command(self.tree, argv, binds=binds, dev_log=dev_log)
+        return self._rsyslog.inside(argv) if self.syslog else argv
+
+    def run_inside(self, argv: List[str]) -> None:
+        """Run argv to its end where Dovecot runs (its tree, its /dev/log): `logger`, say."""
+        subprocess.run(self._wrap(argv), check=True, capture_output=True, timeout=START_DEADLINE)
 
     def process_ids(self) -> List[int]:
         """PIDs of rsyslogd, the Dovecot master and every process below it."""

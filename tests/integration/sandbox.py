@@ -266,7 +266,8 @@ class PrivateSyslog:
             argv = [require("rsyslogd", "rsyslog"), "-n", "-f", str(conf), "-i", pid_file]
         else:
             argv = trixie.command(self.tree, ["/usr/sbin/rsyslogd", "-n", "-f", str(conf),
-                                              "-i", pid_file], binds=self._binds())  # fmt: skip
+                                              "-i", pid_file],
+                                  binds=self._binds([self.socket.parent]))  # fmt: skip
         self._proc = spawn(argv, self.dir / "rsyslogd.out")
         proc = self._proc
         poll(
@@ -288,7 +289,7 @@ class PrivateSyslog:
         return self._proc.pid if self.running and self._proc is not None else None
 
     def _binds(self, extra: Iterable[Path] = ()) -> List[Path]:
-        return list(dict.fromkeys([self.dir, self.socket.parent, *extra]))
+        return list(dict.fromkeys([self.dir, *extra]))
 
     def inside(self, argv: List[str], binds: Iterable[Path] = (), **options: Any) -> List[str]:
         """argv run in a private mount namespace whose /dev/log is our socket.  In a
@@ -297,7 +298,7 @@ class PrivateSyslog:
             return trixie.command(self.tree, argv, binds=self._binds(binds),
                                   dev_log=self.socket, **options)  # fmt: skip
         hostdev = self.dir / "hostdev"
-        hostdev.mkdir(exist_ok=True)
+        hostdev.mkdir(parents=True, exist_ok=True)
         return ["unshare", "--mount", "--propagation", "private", "--",
                 "sh", "-c", _NAMESPACE_SCRIPT, "sh", str(hostdev), str(self.socket),
                 *argv]  # fmt: skip

@@ -19,6 +19,10 @@ redone and a finished one is never touched again.  Tests never write into a tree
 bound device nodes, ``proc``, tmpfs ``/run`` and ``/tmp``), binds the test's own
 directories at the same paths inside, and chroots.  Mounts vanish with the namespace's
 last process.  Nothing here is a pytest fixture; nothing touches the host's services.
+
+The servers themselves: ``DovecotServer(work, version="2.4")`` (dovecot_server.py;
+with ``dev_log=SOCKET`` it starts no rsyslogd and logs to that unix socket, a
+journald's say), ``Cyrus310Server`` and ``Courier52Server``.
 """
 
 from __future__ import annotations
