@@ -159,13 +159,20 @@ class Matcher:
             return None
         return self.match_envelope(envelope)
 
-    def match_envelope(self, envelope: Envelope) -> Optional[Login]:
+    def match_envelope(
+        self, envelope: Envelope, sender_ok: Optional[Callable[[str], bool]] = None
+    ) -> Optional[Login]:
+        """The event the envelope describes.  ``sender_ok(profile)`` (the journal's
+        trust) is asked first: an event it rejects is returned for the caller to
+        refuse, and teaches nothing (no version learnt, no form judged, not counted)."""
         for check in self._by_program.get(envelope.program, ()):
             if not check.accepts_pid(envelope.pid):
                 continue  # wrong tag shape: forged, or not this server
             found = check.fullmatch(envelope.message)
             if found is None:
                 continue
+            if sender_ok is not None and not sender_ok(check.profile.name):
+                return self._login(envelope, check, found)
             if check.rule.form and not self._form_fits(envelope, check):
                 return None
             self.stats.matched[check.rule_id] += 1

@@ -15,6 +15,7 @@ here: see :mod:`popbsmtp.sources.trust` and the service.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import queue
@@ -295,6 +296,13 @@ class JournalSource:
                 self._queue.get_nowait()
 
 
+def _sender_ok(trust: TrustCheck, sender: Sender, refusals: List[str], profile: str) -> bool:
+    why = trust.refusal(profile, sender)
+    if why is not None:
+        refusals.append(why)
+    return why is None
+
+
 _NOBODY = Sender(None, None, None, None)
 _OVERLONG = Entry(None, None, _NOBODY, overlong=True)
 _NOT_JSON = Entry(None, None, _NOBODY)
@@ -363,9 +371,13 @@ def match_entries(
             else:
                 stats.unparseable += 1
             continue
-        login = matcher.match_envelope(entry.envelope)
+        refusals: List[str] = []
+        sender_ok = functools.partial(_sender_ok, trust, entry.sender, refusals)
+        # Trust is asked before the matcher learns anything from the entry: a forged
+        # start-up line must not change which version's login form counts.
+        login = matcher.match_envelope(entry.envelope, sender_ok)
         if login is None:
             yield number, entry, None, None
             continue
         stats.candidates += 1
-        yield number, entry, login, trust.refusal(login.profile, entry.sender)
+        yield number, entry, login, refusals[0] if refusals else None

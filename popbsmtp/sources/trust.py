@@ -18,6 +18,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Set
 
+from popbsmtp.config.values import shown
 from popbsmtp.profiles import JournalTrust, Profile, registry
 
 KEYS = {"uid": "users", "comm": "comms", "exe": "exes", "unit": "units"}
@@ -61,9 +62,11 @@ def parse_journal_trust(text: str) -> Mapping[str, JournalTrust]:
         name, sep, spec = part.partition(":")
         name = name.strip()
         if not sep or not spec.strip():
-            raise ValueError(f"{part!r}: write PROFILE:KEY=VALUE[|VALUE],... (keys: uid, comm, …)")
+            raise ValueError(
+                f"{shown(part)}: write PROFILE:KEY=VALUE[|VALUE],... (keys: uid, comm, …)"
+            )
         if name not in known:
-            raise ValueError(f"{name!r} is not a profile; known: {', '.join(known)}")
+            raise ValueError(f"{shown(name)} is not a profile; known: {', '.join(known)}")
         if name in found:
             raise ValueError(f"profile {name!r} is given twice")
         found[name] = _one(name, spec, known[name].journal)
@@ -76,13 +79,13 @@ def _one(name: str, spec: str, default: Optional[JournalTrust]) -> JournalTrust:
         key, sep, values = (s.strip() for s in item.partition("="))
         key = key.lower()
         if key not in KEYS or not sep:
-            raise ValueError(f"{name}: {item.strip()!r}: use uid=, comm=, exe= or unit=")
+            raise ValueError(f"{name}: {shown(item.strip())}: use uid=, comm=, exe= or unit=")
         if KEYS[key] in fields:
             raise ValueError(f"{name}: {key}= is given twice")
         words = tuple(v.strip() for v in values.split("|"))
         for word in words:
             if not _CHECKS[key].fullmatch(word):
-                raise ValueError(f"{name}: {key}={word!r} is not a valid {key}")
+                raise ValueError(f"{name}: {key}={shown(word)} is not a valid {key}")
         fields[KEYS[key]] = words
     if default is None:
         if "users" not in fields or not ({"comms", "exes"} & set(fields)):

@@ -308,3 +308,23 @@ def test_an_unusable_cursor_falls_back_to_the_window_and_an_ended_journalctl_res
     wait_for(lambda: source.read_entries() or len(calls.read_text().splitlines()) == 3, 5.0)
     assert f"--after-cursor={CURSOR}" in calls.read_text().splitlines()[2]
     source.close()
+
+
+def test_a_forged_start_up_line_teaches_the_matcher_nothing() -> None:
+    """An untrusted 'starting up' line naming 2.3 must not make 2.4's genuine logins
+    look like the other version's form (the matcher learns versions from such lines)."""
+    from popbsmtp.daemon.service import build_matcher
+    from popbsmtp.sources.journal import match_entries
+
+    matcher = build_matcher(SimpleNamespace(profiles=["dovecot"], log_format="auto",
+                                            max_line_length=8192))  # type: ignore[arg-type]  # fmt: skip
+    forged = parse_entry(entry(MESSAGE="master: Dovecot v2.3.19.1 (9b53102964) starting up for "
+                               "pop3, imap (core dumps disabled)", _UID="4242",
+                               _COMM="logger", _EXE="/usr/bin/logger"), 8192)  # fmt: skip
+    genuine = parse_entry(entry(MESSAGE=LOGIN.replace("Login:", "Logged in:")), 8192)
+    assert forged is not None and genuine is not None
+    found = list(match_entries([forged, genuine], matcher, TrustCheck(matcher.profiles, {})))
+    (_, _, start, why_start), (_, _, login, why_login) = found
+    assert start is not None and why_start is not None and "_UID=4242" in why_start
+    assert login is not None and login.ip == "192.0.2.7" and why_login is None
+    assert matcher.stats.suspect == 0
