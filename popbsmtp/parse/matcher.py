@@ -174,7 +174,12 @@ class Matcher:
             return None
         return self.match_envelope(envelope)
 
-    def match_envelope(self, envelope: Envelope) -> Optional[Login]:
+    def match_envelope(
+        self, envelope: Envelope, sender_ok: Optional[Callable[[str], bool]] = None
+    ) -> Optional[Login]:
+        """The event the envelope describes.  ``sender_ok(profile)`` (the journal's
+        trust) is asked first: an event it rejects is returned for the caller to
+        refuse, and teaches nothing (no version learnt, no form judged, not counted)."""
         pid = envelope.pid is not None
         for check in self._by_program.get(envelope.program, ()):
             if check.pid is not None and check.pid != pid:
@@ -182,6 +187,8 @@ class Matcher:
             found = check.fullmatch(envelope.message)
             if found is None:
                 continue
+            if sender_ok is not None and not sender_ok(check.profile.name):
+                return self._login(envelope, check, found)
             if check.rule.form and not self._form_fits(envelope, check):
                 return None
             self.stats.matched[check.rule_id] += 1
