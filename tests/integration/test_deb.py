@@ -47,6 +47,8 @@ exec chroot "$4" /bin/sh -euc "$6"
 # leaves the grant in the table.  Polls with a deadline of 20 s.
 GRANT_THEN_CRASH = r"""
 install -m 0640 -g adm /dev/null /var/log/mail.log
+# rsyslog has written the mail log (logfile = auto follows it while it is written)
+echo "$(date -u +%Y-%m-%dT%H:%M:%S.000000+00:00) mail postfix/master[1]: daemon started" >>/var/log/mail.log
 setpriv --reuid popbsmtp --regid popbsmtp --groups adm popbsmtp run --foreground 2>/tmp/daemon.log &
 daemon=$!
 poll() { i=0; until "$@"; do i=$((i + 1)); [ $i -lt 200 ] || return 1; sleep 0.1; done; }
