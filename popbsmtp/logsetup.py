@@ -17,7 +17,7 @@ import socket
 import sys
 from typing import Optional, TextIO, Union
 
-from popbsmtp.errors import StartupError
+from popbsmtp.errors import SetupError, StartupError
 
 SYSLOG_SOCKET = "/dev/log"
 _STAMPED = "%(asctime)s popbsmtp[%(process)d] %(levelname)s: %(message)s"
@@ -81,7 +81,7 @@ def _file_handler(path: str) -> logging.Handler:
     try:
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError as exc:
-        raise StartupError(f"cannot open log file {path}: {exc.strerror}") from None
+        raise SetupError(f"log_target: cannot open log file {path}: {exc.strerror}") from None
     handler.setFormatter(logging.Formatter(_STAMPED))
     return handler
 

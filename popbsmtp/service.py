@@ -23,7 +23,7 @@ from popbsmtp import control, logsetup, notify
 from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.config import Settings
 from popbsmtp.control import MANUAL, apply_request
-from popbsmtp.errors import MapError, PopbsmtpError, StartupError
+from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
 from popbsmtp.grants import GrantTable, refusal
 from popbsmtp.mapping import MapKeeper
 from popbsmtp.maps._files import check_directory, check_writable
@@ -33,6 +33,7 @@ from popbsmtp.reaper import Reaper
 from popbsmtp.saver import Saver
 from popbsmtp.sessions import SessionTracker
 from popbsmtp.signals import SignalWaker, signals_to_main_thread
+from popbsmtp.sources.position import Position
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
@@ -58,6 +59,23 @@ def _release_memory() -> None:
     heap pages otherwise (tens of MiB at 100,000 grants)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _check_logfile(path: str) -> None:
+    """A log the daemon may not read is a setting or permission to fix, not a run-time fault.
+
+    A missing log is fine (the tail waits for it to appear).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SetupError(
+            f"logfile {path}: {exc.strerror}; let the daemon's user read it "
+            "(docs/install.md: the unit's CAP_DAC_READ_SEARCH, or group adm) or set logfile"
+        ) from None
+    os.close(fd)
 
 
 def build_matcher(settings: Settings, profiles: Optional[List[str]] = None) -> Matcher:
@@ -122,12 +140,23 @@ class Service:
                 check_directory(os.path.dirname(self.settings.map.path))
                 check_writable(os.path.dirname(self.settings.map.path))
             except MapError as exc:
-                raise StartupError(str(exc)) from None
+                raise SetupError(f"map = {self.settings.map}: {exc}") from None
+        _check_logfile(self.settings.logfile)
         self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
+        try:
+            self._follow(snap.position)
+        except BaseException:
+            # Whatever reached the table must not outlive a failed start.
+            self.keeper.withdraw()
+            self.keeper.close()
+            raise
+
+    def _follow(self, position: Optional[Position]) -> None:
+        """Open the log and the spool, catch up, publish the grants: the daemon is up."""
         self.tail = FileTail(
             self.settings.logfile,
-            snap.position,
+            position,
             max_line_length=self.settings.max_line_length,
             initial_offset=self._window_start,
         )
@@ -241,6 +270,10 @@ class Service:
         if hasattr(self, "tail"):
             self.tail.close()
         if hasattr(self, "keeper"):
+            # Fail closed: nobody expires what a stopped daemon leaves in the
+            # table.  Still under the state lock, so `popbsmtp withdraw` and a
+            # new daemon wait; the next start puts the saved grants back.
+            self.keeper.withdraw()
             self.keeper.close()
         self.lock.release()
         log.info("stopped")

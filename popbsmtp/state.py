@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from popbsmtp.addresses import postfix_key
-from popbsmtp.errors import StartupError
+from popbsmtp.errors import SetupError
 from popbsmtp.sources.position import Position
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,19 @@ class Snapshot:
 
 def ensure_dir(path: str) -> None:
     """Create ``state_dir`` 0750 and refuse one others can write or a symlink."""
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=0o750)
-    info = os.lstat(path)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(path, mode=0o750)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise SetupError(
+            f"state_dir {path}: {exc.strerror}; create it for the daemon's user "
+            f"(install -d -m 0750 -o USER {path}) or set state_dir"
+        ) from None
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise StartupError(f"state_dir {path} is not a directory (or is a symlink)")
+        raise SetupError(f"state_dir {path} is not a directory (or is a symlink)")
     if info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0):
-        raise StartupError(
+        raise SetupError(
             f"state_dir {path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
             f"fix with: chmod go-w {path}"
         )
@@ -270,7 +276,13 @@ class StateLock:
         self.fd: Optional[int] = None
 
     def acquire(self, *, wait: float = 0.0) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SetupError(
+                f"state_dir: cannot open {self.path}: {exc.strerror}; state_dir must belong "
+                "to the daemon's user (run tools as that user or root)"
+            ) from None
         deadline = time.monotonic() + wait
         while True:
             try:
