@@ -120,6 +120,7 @@ def test_a_client_in_the_gap_is_told_to_retry_by_the_real_smtpd(pf_tmp):
         assert daemon.stop() == 0
         code = smtpd.rcpt_status(client)
         assert 400 <= code < 500, f"an ungranted client got {code}, not a 4xx retry"
+        assert code == 454  # defer_unauth_destination, as README says
         assert smtpd.rcpt_status("127.0.0.43") == code  # the same as any ungranted client
         with Daemon(config):
             wait_for(lambda: smtpd.rcpt_status(client) == 250, timeout=5, what="granted again")
