@@ -20,6 +20,7 @@ from postfix_instance import PostfixInstance, free_port, require
 from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
 
 from popbsmtp import postfix
+from popbsmtp.probes import live_grants
 
 GRANTED = "127.0.0.77"
 DEFAULT_RELAY = "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"
@@ -187,6 +188,8 @@ def test_running_daemon_and_last_write_are_reported(pf_tmp):
     with Daemon(config) as daemon:
         append(pf_tmp / "mail.log", dovecot_login(GRANTED))
         wait_for(lambda: f"granted {GRANTED}" in daemon.log(), what="grant")
+        state = str(pf_tmp / "state")
+        wait_for(lambda: GRANTED in live_grants(state), what="grant saved (paced, 1 s)")
         result = doctor(config, instance)
         assert daemon.stop() == 0
     assert result.returncode == 0, result.stdout

@@ -92,9 +92,11 @@ def test_list_and_test_read_the_map_back(pf_tmp, kind):
     table = f"{kind}:{pf_tmp}/pbs"
     config = write_config(pf_tmp, map=table)
     cfg = ["--config", str(config)]
-    popbsmtp("add", "192.0.2.8", *cfg)
-    popbsmtp("add", "2001:db8::8", *cfg)
-    out = popbsmtp("list", "--read-map", *cfg).stdout
+    with Daemon(config) as daemon:  # a stopped daemon leaves the table empty
+        popbsmtp("add", "192.0.2.8", *cfg)
+        popbsmtp("add", "2001:db8::8", *cfg)
+        out = popbsmtp("list", "--read-map", *cfg).stdout
+        assert daemon.stop() == 0
     assert "192.0.2.8" in out and "2001:db8::8" in out and "in map, granted" in out
     assert f"{table}: 2 key(s); 2 grant(s); 0 differ" in out
 
@@ -117,7 +119,9 @@ def test_list_and_test_read_the_map_back(pf_tmp, kind):
 def test_map_flag_alone_reads_the_table_back(pf_tmp):
     config = write_config(pf_tmp)
     cfg = ["--config", str(config)]
-    popbsmtp("add", "192.0.2.61", *cfg)
-    for command in ("list", "test"):
-        out = popbsmtp(command, "--map", *cfg, "/dev/null" if command == "test" else "--json")
-        assert "192.0.2.61" in out.stdout and "in map, granted" in out.stdout, out.stdout
+    with Daemon(config) as daemon:
+        popbsmtp("add", "192.0.2.61", *cfg)
+        for command in ("list", "test"):
+            out = popbsmtp(command, "--map", *cfg, "/dev/null" if command == "test" else "--json")
+            assert "192.0.2.61" in out.stdout and "in map, granted" in out.stdout, out.stdout
+        assert daemon.stop() == 0
