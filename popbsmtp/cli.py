@@ -34,8 +34,8 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         "logfile": args.logfile,
         "map": args.map,
         "grace": args.grace,
+        "postfix_config_dir": args.postfix_dir,
     }
-    overrides.update(getattr(args, "extra_overrides", {}) or {})
     return config.load(args.config, overrides)
 
 
@@ -156,7 +156,7 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
-    ignored = parse_networks(settings.ignore_networks)
+    ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
     now = time.time() if args.now is None else _parse_now(args.now)
     source = args.file or settings.logfile
     with open_input(source, sys.stdin.buffer) as handle:
@@ -186,7 +186,7 @@ def _parse_now(text: str) -> float:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     select(settings.profiles)
-    networks = parse_networks(settings.ignore_networks)
+    networks = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
     if args.explain:
         for name, value, source in settings.explain():
             print(f"{name} = {value}".ljust(56) + f"  # {source}")
@@ -205,7 +205,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from popbsmtp import doctor
 
-    return doctor.main(_settings(args), args.postfix_dir, args.fix_hint, sys.stdout)
+    return doctor.main(_settings(args), args.fix_hint, sys.stdout)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -239,6 +239,11 @@ def _common(read_back: bool = False) -> argparse.ArgumentParser:
     else:
         common.add_argument("--map", metavar="TYPE:/PATH", help="Postfix table to write")
     common.add_argument("--grace", metavar="DURATION", help="relay time after login, e.g. 30m")
+    common.add_argument(
+        "--postfix-dir",
+        metavar="DIR",
+        help="the Postfix instance's config directory (postfix_config_dir; default /etc/postfix)",
+    )
     return common
 
 
@@ -309,11 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("profiles", help="list the server profiles").set_defaults(func=cmd_profiles)
 
-    doc = sub.add_parser("doctor", help="check that Postfix really consults the table")
-    doc.add_argument("--config", metavar="FILE", help="popbsmtp config file")
-    doc.add_argument("-c", dest="postfix_dir", metavar="DIR", help="Postfix config directory")
+    doc = sub.add_parser(
+        "doctor", parents=[common], help="check that Postfix really consults the table"
+    )
     doc.add_argument("--fix-hint", action="store_true", help="print the postconf fix commands")
-    doc.set_defaults(func=cmd_doctor, logfile=None, map=None, grace=None)
+    doc.set_defaults(func=cmd_doctor)
 
     demo = sub.add_parser("demo", help="run on a demo log and lmdb map in ./popbsmtp-demo")
     demo.add_argument("--dir", default="popbsmtp-demo")

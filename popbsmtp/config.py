@@ -24,7 +24,7 @@ from popbsmtp.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/popbsmtp/popbsmtp.conf"
 SECTION = "popbsmtp"
-Default = Union[str, Callable[[Distro], Tuple[str, str]]]
+Default = Union[str, Callable[[Distro, Dict[str, Any]], Tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,12 @@ class Option:
     example: str = ""
 
 
-def _default_map(_: Distro) -> Tuple[str, str]:
+def _default_map(_: Distro, values: Dict[str, Any]) -> Tuple[str, str]:
+    postfix_dir = values["postfix_config_dir"]
     try:
-        kind = postfix.parameter("default_database_type") or "lmdb"
-    except postfix.PostfixError:  # no Postfix here (yet): lmdb is the forward path
-        kind = "lmdb"
+        kind = postfix.parameter("default_database_type", postfix_dir) or "lmdb"
+    except postfix.PostfixError:  # no (configured) Postfix here yet: lmdb is the forward path
+        return "lmdb:/etc/postfix/pop-before-smtp", f"no main.cf in {postfix_dir}: lmdb"
     return f"{kind}:/etc/postfix/pop-before-smtp", f"postconf default_database_type = {kind}"
 
 
@@ -57,7 +58,7 @@ SCHEMA: Tuple[Option, ...] = (
     Option(
         "logfile",
         t.absolute_path,
-        lambda d: (d.logfile, f"distro {d.id}"),
+        lambda d, _: (d.logfile, f"distro {d.id}"),
         "The mail log to follow.  Default by distribution (/etc/os-release): /var/log/maillog"
         " on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian, Ubuntu; /var/log/mail"
         " on SUSE.",
@@ -75,6 +76,14 @@ SCHEMA: Tuple[Option, ...] = (
         t.word_list,
         "auto",
         "POP/IMAP server profiles (comma list, see 'popbsmtp profiles'), or auto for all.",
+    ),
+    Option(
+        "postfix_config_dir",
+        t.absolute_path,
+        "/etc/postfix",
+        "The configuration directory of the Postfix instance whose smtpd reads the table"
+        " (postmulti -l lists them): every postconf and postmap popbsmtp runs is given"
+        " -c with it.  It must hold a main.cf.",
     ),
     Option(
         "map",
@@ -251,7 +260,7 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
         if opt.name in raw:
             text, source = raw[opt.name]
         elif callable(opt.default):
-            text, source = opt.default(distro)
+            text, source = opt.default(distro, values)
         else:
             text, source = opt.default, "default"
         try:

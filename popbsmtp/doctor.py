@@ -58,17 +58,17 @@ class Finding:
 class Doctor:
     def __init__(self, settings: Settings, postfix_dir: Optional[str] = None) -> None:
         self.settings = settings
-        self.dir = postfix_dir
+        self.dir: str = postfix_dir or settings.postfix_config_dir
         self.spec: MapSpec = settings.map
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
         speed = check_speedups()
         try:
-            postfix.check_config_dir(self.dir)
             types = postfix.supported_types(self.dir)
         except PostfixError as exc:
-            return [Finding(ERROR, "postfix", str(exc), "install Postfix or fix -c DIR"), speed]
+            fix = "install and configure Postfix, or set postfix_config_dir (--postfix-dir)"
+            return [Finding(ERROR, "postfix", str(exc), fix), speed]
         found = [speed, *self.check_map(types)]
         found += self.check_services()
         found += [self.check_log(), self.check_networks(), self.check_daemon()]
@@ -131,8 +131,10 @@ class Doctor:
             return Finding(WARNING, "postmap -q", why, "start popbsmtp, then rerun")
         grants = live_grants(self.settings.state_dir)
         key = grants[-1] if grants else "192.0.2.0"
-        tool = postfix.find_tool("postmap") or "postmap"
-        cmd = [tool, *(["-c", self.dir] if self.dir else []), "-q", key, self.table]
+        try:
+            cmd = [*postfix.tool_command("postmap", self.dir), "-q", key, self.table]
+        except PostfixError as exc:
+            return Finding(ERROR, "postmap -q", str(exc), "install and configure Postfix")
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -151,7 +153,7 @@ class Doctor:
 
     def _files(self) -> List[str]:
         try:
-            writer = writer_class(self.spec.type, self.settings.map_writer)
+            writer = writer_class(self.spec.type, self.settings.map_writer, self.dir)
         except PopbsmtpError:
             return []
         return list(writer(self.spec, "OK").files)
@@ -245,7 +247,7 @@ class Doctor:
         if not files or not all(os.path.isfile(f) for f in files):
             return 0
         try:
-            return len(read_keys(self.spec))
+            return len(read_keys(self.spec, self.dir))
         except PopbsmtpError:
             return 0
 
@@ -287,11 +289,11 @@ def _safe(read: Callable[[], str]) -> str:
         return ""
 
 
-def main(settings: Settings, postfix_dir: Optional[str], hint: bool, out: TextIO) -> int:
+def main(settings: Settings, hint: bool, out: TextIO) -> int:
     """``popbsmtp doctor``: the report, or with ``hint`` only the fix commands."""
-    findings = Doctor(settings, postfix_dir).run()
+    findings = Doctor(settings).run()
     if hint:
-        fix_hint(findings, out, postfix_dir)
+        fix_hint(findings, out, settings.postfix_config_dir)
     else:
         report(findings, out)
     return exit_code(findings)
@@ -300,7 +302,7 @@ def main(settings: Settings, postfix_dir: Optional[str], hint: bool, out: TextIO
 def compare_map(settings: Settings, granted: Set[str], out: TextIO) -> int:
     """Print what the table holds next to the grants; 1 when they differ."""
     spec: MapSpec = settings.map
-    in_map = read_keys(spec)
+    in_map = read_keys(spec, settings.postfix_config_dir)
     for key in sorted(in_map | granted):
         state = (
             "in map, granted"
@@ -328,7 +330,12 @@ def fix_hint(findings: List[Finding], out: TextIO, postfix_dir: Optional[str] = 
     for command in dict.fromkeys(commands):
         out.write(command + "\n")
     if commands:
-        out.write(shlex.join(["postfix", *(["-c", postfix_dir] if postfix_dir else []), "reload"]))
+        other = postfix_dir and os.path.normpath(postfix_dir) != postfix.DEFAULT_CONFIG_DIR
+        out.write(
+            shlex.join(
+                ["postfix", *(["-c", postfix_dir] if other and postfix_dir else []), "reload"]
+            )
+        )
         out.write("\n")
 
 

@@ -31,7 +31,9 @@ MAX_BACKOFF = 60.0
 
 
 def _options(settings: Settings) -> MapOptions:
-    return MapOptions(settings.map_mode, settings.map_owner, settings.map_group)
+    return MapOptions(
+        settings.map_mode, settings.map_owner, settings.map_group, settings.postfix_config_dir
+    )
 
 
 def writer_for(settings: Settings, dry_run: bool = False) -> MapWriter:
@@ -48,9 +50,8 @@ def withdraw_table(settings: Settings) -> Optional[int]:
     uninstalled Postfix or a purged package needs no new file.
     """
     spec: MapSpec = settings.map
-    writer = writer_class(spec.type, settings.map_writer)(
-        spec, settings.map_value, _options(settings)
-    )
+    kind = writer_class(spec.type, settings.map_writer, settings.postfix_config_dir)
+    writer = kind(spec, settings.map_value, _options(settings))
     if not any(os.path.lexists(name) for name in writer.files):
         return None
     writer.open()

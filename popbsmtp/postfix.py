@@ -21,10 +21,36 @@ from typing import Dict, List, Optional, Tuple
 from popbsmtp.errors import PopbsmtpError
 
 TIMEOUT = 30
+DEFAULT_CONFIG_DIR = "/etc/postfix"
 
 
 class PostfixError(PopbsmtpError):
     """postconf/postmap is missing or failed; the message says what to install."""
+
+
+def require_main_cf(config_dir: str) -> None:
+    """Fail with what to do when ``config_dir`` holds no ``main.cf``.
+
+    Postfix installed with "No configuration" has none, and every postconf or
+    postmap then dies with a bare ``fatal: open .../main.cf``; the admin should
+    read why and what to change instead.
+    """
+    if not os.path.isfile(os.path.join(config_dir, "main.cf")):
+        raise PostfixError(
+            f"Postfix is not configured: {config_dir} has no main.cf.  Configure Postfix"
+            " (Debian: dpkg-reconfigure postfix; or start from"
+            " /usr/share/postfix/main.cf.dist), or set postfix_config_dir to the directory"
+            " of the Postfix instance popbsmtp serves (postmulti -l lists them)"
+        )
+
+
+def tool_command(name: str, config_dir: str) -> List[str]:
+    """``[postconf|postmap, -c, DIR]``: every Postfix tool is asked about one instance."""
+    tool = find_tool(name)
+    if tool is None:
+        raise PostfixError(f"Postfix's {name} is not installed (install the postfix package)")
+    require_main_cf(config_dir)
+    return [tool, "-c", config_dir]
 
 
 def find_tool(name: str) -> Optional[str]:
@@ -36,12 +62,7 @@ def find_tool(name: str) -> Optional[str]:
 
 
 def _postconf(config_dir: Optional[str], *args: str) -> str:
-    tool = find_tool("postconf")
-    if tool is None:
-        raise PostfixError("Postfix's postconf is not installed (install the postfix package)")
-    cmd = [tool]
-    if config_dir:
-        cmd += ["-c", config_dir]
+    cmd = tool_command("postconf", config_dir or DEFAULT_CONFIG_DIR)
     try:
         result = subprocess.run(
             [*cmd, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
@@ -90,12 +111,6 @@ def smtpd_services(config_dir: Optional[str] = None) -> List[SmtpdService]:
         if match and match.group(1) in overrides:
             overrides[match.group(1)][match.group(2)] = match.group(3).strip()
     return [SmtpdService(name, overrides[name]) for name in names]
-
-
-def check_config_dir(config_dir: Optional[str]) -> None:
-    """Fail early, with a clear message, when ``-c DIR`` has no main.cf."""
-    if config_dir and not os.path.isfile(os.path.join(config_dir, "main.cf")):
-        raise PostfixError(f"{config_dir} has no main.cf; -c must name a Postfix config directory")
 
 
 # -- restriction lists ---------------------------------------------------
@@ -180,7 +195,8 @@ def placement(relay: str, recipient: str, table: str) -> Tuple[str, str]:
 def fix_command(relay: str, table: str, service: Optional[str], config_dir: Optional[str]) -> str:
     """The exact postconf command that puts the check where it takes effect."""
     fixed = with_check(restriction_list(relay), table)
-    base = ["postconf", *(["-c", config_dir] if config_dir else [])]
+    other = config_dir and os.path.normpath(config_dir) != DEFAULT_CONFIG_DIR
+    base = ["postconf", *(["-c", config_dir] if other and config_dir else [])]
     if service is None:
         return shlex.join([*base, "-e", f"smtpd_relay_restrictions = {_render(fixed, ', ')}"])
     # postconf -P refuses whitespace in master.cf values: commas only.

@@ -78,6 +78,11 @@ def _check_logfile(path: str) -> None:
     os.close(fd)
 
 
+def _when(stamp: float) -> str:
+    """An expiry as ``list`` prints it: local date and time, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
 def build_matcher(settings: Settings, profiles: Optional[List[str]] = None) -> Matcher:
     """The matcher ``settings`` describe; ``profiles`` overrides its list (test, doctor)."""
     return Matcher(
@@ -105,7 +110,9 @@ class Service:
         self.wake = threading.Event()
         self._stopping = False
         self.matcher = build_matcher(settings)
-        self.ignored: IgnoredNetworks = parse_networks(settings.ignore_networks)
+        self.ignored: IgnoredNetworks = parse_networks(
+            settings.ignore_networks, postconf_dir=settings.postfix_config_dir
+        )
         self.table = GrantTable(settings.max_entries)
         self.sessions = SessionTracker(settings.grace, settings.max_session, self.matcher.profiles)
         self.state = StateFile(settings.state_dir)
@@ -247,7 +254,7 @@ class Service:
     def reload(self, settings: Settings) -> None:
         """Apply the reloadable options of ``settings``; no grant is dropped or shortened."""
         matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
-        ignored = parse_networks(settings.ignore_networks)
+        ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
         matcher.stats = self.matcher.stats
         self.matcher, self.ignored = matcher, ignored
         for name in RELOADABLE:
@@ -347,8 +354,10 @@ class Service:
             return
         login = resolved
         if login.event == LOGOUT:
-            if self.sessions.logout(login, now, self.table):
-                log.debug("session ended for %s (%s)", login.ip or login.session, login.rule_id)
+            ended = self.sessions.logout(login, now, self.table)
+            grant = None if ended is None else self.table.get(ended)
+            if grant is not None and log.isEnabledFor(logging.INFO):
+                log.info("session of %s ended; may relay until %s", ended, _when(grant.expires))
             return
         reason = refusal(login, now, self.sessions.window(login), self.ignored)
         if reason is not None:
@@ -359,11 +368,13 @@ class Service:
         new = login.ip not in self.table
         granted = self.table.grant(login.ip, expires, login.profile, login.rule)
         if granted and new and log.isEnabledFor(logging.INFO):  # strftime costs ~1 µs
+            held = self.sessions.tracked(login) and self.sessions.max_session > self.sessions.grace
             log.info(
-                "%sgranted %s until %s (%s)",
+                "%sgranted %s %s%s (%s)",
                 "[dry run] " if self.dry_run else "",
                 login.ip,
-                time.strftime("%H:%M:%S", time.localtime(expires)),
+                "while its session is open, at most until " if held else "until ",
+                _when(self.table.get(login.ip).expires),  # type: ignore[union-attr]
                 login.rule_id,
             )
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -30,9 +33,30 @@ def wait_for(
         time.sleep(interval)
 
 
+_postfix_dir: Optional[str] = None
+
+
+def postfix_dir() -> str:
+    """The tests' own Postfix config directory: an empty ``main.cf``, nothing else.
+
+    Every postmap/postconf the tests run, and every daemon they start, is
+    pointed here, so no test reads (or needs) the host's /etc/postfix/main.cf.
+    Traversable by Postfix's unprivileged processes; removed at exit.
+    """
+    global _postfix_dir
+    if _postfix_dir is None:
+        path = tempfile.mkdtemp(prefix="popbsmtp-test-postfix-", dir="/tmp")
+        os.chmod(path, 0o755)
+        Path(path, "main.cf").write_text("# the tests' own: Postfix's built-in defaults\n")
+        atexit.register(shutil.rmtree, path, True)
+        _postfix_dir = path
+    return _postfix_dir
+
+
 def write_config(directory: Path, **options: object) -> Path:
     """A config in ``directory`` with test defaults (no mynetworks, local state)."""
     values = {
+        "postfix_config_dir": postfix_dir(),
         "logfile": directory / "mail.log",
         "map": f"lmdb:{directory}/pbs",
         "state_dir": directory / "state",

@@ -43,6 +43,8 @@ class MapOptions:
     mode: int = 0o644
     owner: str = ""
     group: str = ""
+    # The Postfix instance whose postmap/postconf build and check the table.
+    postfix_dir: str = "/etc/postfix"
 
 
 class MapWriter(ABC):
@@ -124,7 +126,9 @@ def _discover() -> Dict[str, Type[MapWriter]]:
     return found
 
 
-def writer_class(kind: str, method: str = "auto") -> Type[MapWriter]:
+def writer_class(
+    kind: str, method: str = "auto", postfix_dir: str = "/etc/postfix"
+) -> Type[MapWriter]:
     """The writer for a table type, or a ConfigError naming the supported ones.
 
     ``method`` is the ``map_writer`` option: ``direct`` (in place, lmdb),
@@ -141,7 +145,7 @@ def writer_class(kind: str, method: str = "auto") -> Type[MapWriter]:
         raise ConfigError(f"there is no direct writer for {kind}: tables", key="map_writer")
     else:
         chosen = known.get(kind)
-    postfix_types = _postfix_types()
+    postfix_types = _postfix_types(postfix_dir)
     if chosen is None or (kind != "memory" and postfix_types and kind not in postfix_types):
         usable = [k for k in sorted(known) if k != "memory"]
         if postfix_types:
@@ -155,11 +159,11 @@ def writer_class(kind: str, method: str = "auto") -> Type[MapWriter]:
     return chosen
 
 
-def _postfix_types() -> Tuple[str, ...]:
+def _postfix_types(postfix_dir: str) -> Tuple[str, ...]:
     from popbsmtp import postfix
 
     try:
-        return postfix.supported_types()
+        return postfix.supported_types(postfix_dir)
     except postfix.PostfixError:
         return ()  # no Postfix here: the rebuild writer then reports the missing postmap
 
@@ -167,6 +171,6 @@ def _postfix_types() -> Tuple[str, ...]:
 def open_writer(
     spec: MapSpec, value: str, options: MapOptions = MapOptions(), method: str = "auto"
 ) -> MapWriter:
-    writer = writer_class(spec.type, method)(spec, value, options)
+    writer = writer_class(spec.type, method, options.postfix_dir)(spec, value, options)
     writer.open()
     return writer

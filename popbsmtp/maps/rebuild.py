@@ -67,7 +67,7 @@ class Writer(MapWriter):
         return self.spec.path + SUFFIXES[self.spec.type][0]
 
     def open(self) -> None:
-        self._postmap = _require_postmap(self.spec.type)
+        self._postmap = _require_postmap(self.spec.type, self.options.postfix_dir)
         directory = os.path.dirname(self.spec.path)
         _remove_stale(directory)
         try:
@@ -154,7 +154,7 @@ class Writer(MapWriter):
             raise MapError(f"cannot write {source}: {exc}") from None
 
     def _run_postmap(self, source: str) -> None:
-        run_postmap([self._postmap, f"{self.spec.type}:{source}"], f"postmap for {self.spec}")
+        run_postmap([*self._postmap, f"{self.spec.type}:{source}"], f"postmap for {self.spec}")
 
     def _install(self, source: str) -> None:
         """Set mode/owner on the built file(s), flush them, rename each over the live one."""
@@ -182,7 +182,7 @@ class Writer(MapWriter):
         return self._read_back()
 
     def _read_back(self) -> Set[str]:
-        return read_keys(self.spec)
+        return read_keys(self.spec, self.options.postfix_dir)
 
     def healthy(self) -> bool:
         try:
@@ -210,7 +210,7 @@ def _checked(keys: Collection[str]) -> Set[str]:
     return found
 
 
-def read_keys(spec: MapSpec) -> Set[str]:
+def read_keys(spec: MapSpec, postfix_dir: str = postfix.DEFAULT_CONFIG_DIR) -> Set[str]:
     """The keys a table file holds, for any file type Postfix can list.
 
     ``postmap -s`` (it takes the reader's lock, so it is safe next to the
@@ -218,7 +218,8 @@ def read_keys(spec: MapSpec) -> Set[str]:
     """
     if spec.type == "cdb":  # postmap -s: "sequence operation is not supported"
         return cdb_keys(spec.path + ".cdb")
-    output = run_postmap([_require_postmap(spec.type), "-s", str(spec)], f"reading {spec}")
+    postmap = _require_postmap(spec.type, postfix_dir)
+    output = run_postmap([*postmap, "-s", str(spec)], f"reading {spec}")
     return {line.split("\t", 1)[0].lower() for line in output.splitlines() if line}
 
 
@@ -256,11 +257,14 @@ def cdb_keys(path: str) -> Set[str]:
     return keys
 
 
-def _require_postmap(kind: str) -> str:
-    tool = postfix.find_tool("postmap")
-    if tool is None:
+def _require_postmap(kind: str, postfix_dir: str) -> List[str]:
+    """postmap with ``-c DIR``, or a MapError saying why it cannot run."""
+    if postfix.find_tool("postmap") is None:
         raise MapError(f"{kind}: tables are built with Postfix's postmap, which is not installed")
-    return tool
+    try:
+        return postfix.tool_command("postmap", postfix_dir)
+    except postfix.PostfixError as exc:
+        raise MapError(str(exc)) from None
 
 
 def _remove_stale(directory: str) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from postfix_instance import postmap_query, require
+from postfix_instance import postfix_tool, postmap_query, require
+from support import postfix_dir
 
 from popbsmtp.errors import ConfigError
 from popbsmtp.maps import MapOptions, MapSpec, MapWriter, open_writer, writer_class
@@ -37,7 +38,7 @@ NEVER = "198.51.100.99"
 @pytest.fixture(params=WRITERS, ids=IDS)
 def writer(request, pf_tmp):
     kind, method = request.param
-    opened = open_writer(MapSpec(kind, str(pf_tmp / "pbs")), "OK", MapOptions(), method)
+    opened = open_writer(MapSpec(kind, str(pf_tmp / "pbs")), "OK", _options(), method)
     yield opened
     opened.close()
 
@@ -88,7 +89,7 @@ def test_empty_withdraws_every_key_and_keeps_the_file(writer):
 def test_reopen_keeps_contents(writer):
     writer.replace([STABLE, TOGGLED])
     writer.close()
-    again = open_writer(writer.spec, "OK", MapOptions(), _method(writer))
+    again = open_writer(writer.spec, "OK", _options(), _method(writer))
     try:
         assert again.keys() == {STABLE, TOGGLED}
         again.apply([], [TOGGLED])
@@ -102,8 +103,8 @@ def test_reopen_keeps_contents(writer):
 # A separate process, so the lookups really run concurrently with the rebuilds.
 READER = f"""
 while [ ! -e "$1/stop" ]; do
-    "$2" -q {STABLE} "$3" >/dev/null 2>>"$1/errors"; echo "stable $?"
-    "$2" -q {NEVER} "$3" >/dev/null 2>>"$1/errors"; echo "never $?"
+    "$2" -c "$4" -q {STABLE} "$3" >/dev/null 2>>"$1/errors"; echo "stable $?"
+    "$2" -c "$4" -q {NEVER} "$3" >/dev/null 2>>"$1/errors"; echo "never $?"
 done
 """
 
@@ -123,7 +124,7 @@ def test_replace_and_differs_take_the_grant_tables_live_view(writer):
     writer.replace(["192.0.2.4", "2001:db8::3"])  # same count, another key
     assert writer.differs(view)
     writer.close()
-    again = open_writer(writer.spec, "PERMIT", MapOptions(), _method(writer))
+    again = open_writer(writer.spec, "PERMIT", _options(), _method(writer))
     try:
         again.replace(view)
         again.flush()
@@ -142,7 +143,16 @@ def test_reader_never_sees_error_or_wrong_answer(writer, pf_tmp):
     answers = work / "answers"
     with open(answers, "w") as out:
         reader = subprocess.Popen(
-            ["sh", "-c", READER, "reader", str(work), require("postmap"), table(writer)],
+            [
+                "sh",
+                "-c",
+                READER,
+                "reader",
+                str(work),
+                require("postmap"),
+                table(writer),
+                postfix_dir(),
+            ],
             stdout=out,
         )
     try:
@@ -167,11 +177,11 @@ def test_refuses_a_symlinked_table(pf_tmp):
     target.write_bytes(b"")
     (pf_tmp / "pbs.db").symlink_to(target)
     with pytest.raises(Exception, match="symbolic link"):
-        open_writer(MapSpec("hash", str(pf_tmp / "pbs")), "OK", method="rebuild")
+        open_writer(MapSpec("hash", str(pf_tmp / "pbs")), "OK", _options(), method="rebuild")
 
 
 def test_rebuilds_are_coalesced_and_flushed(pf_tmp):
-    writer = open_writer(MapSpec("hash", str(pf_tmp / "pbs")), "OK")
+    writer = open_writer(MapSpec("hash", str(pf_tmp / "pbs")), "OK", _options())
     try:
         assert isinstance(writer, rebuild_module.Writer)
         writer.replace([])
@@ -193,14 +203,19 @@ def test_rebuilds_are_coalesced_and_flushed(pf_tmp):
 
 def test_unsupported_type_names_postfix_types():
     with pytest.raises(ConfigError) as caught:
-        writer_class("dbm" if "dbm" not in _postconf_m() else "nosuchtype")
+        writer_class("dbm" if "dbm" not in _postconf_m() else "nosuchtype", "auto", postfix_dir())
     message = str(caught.value)
     assert "not supported" in message and "postconf -m" in message and "hash" in message
 
 
 def test_no_direct_writer_for_hash():
     with pytest.raises(ConfigError, match="no direct writer"):
-        writer_class("hash", "direct")
+        writer_class("hash", "direct", postfix_dir())
+
+
+def _options() -> MapOptions:
+    """Defaults, with postmap/postconf asked about the tests' own Postfix config dir."""
+    return MapOptions(postfix_dir=postfix_dir())
 
 
 def _method(writer: MapWriter) -> str:
@@ -208,12 +223,12 @@ def _method(writer: MapWriter) -> str:
 
 
 def _postconf_m() -> List[str]:
-    out = subprocess.run([require("postconf"), "-m"], capture_output=True, text=True)
+    out = subprocess.run([*postfix_tool("postconf"), "-m"], capture_output=True, text=True)
     return out.stdout.split()
 
 
 def test_owner_and_group_applied(pf_tmp):
-    options = MapOptions(0o640, "root", "postfix")
+    options = MapOptions(0o640, "root", "postfix", postfix_dir())
     writer = open_writer(MapSpec("cdb", str(pf_tmp / "pbs")), "OK", options)
     try:
         writer.replace([STABLE])

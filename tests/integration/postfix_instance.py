@@ -149,10 +149,20 @@ smtpd_client_connection_rate_limit = 0
             return int(code)
 
 
-def postmap_query(key: str, table: str) -> Optional[str]:
+def postfix_tool(name: str, config_dir: Optional[str] = None) -> list:
+    """``[postmap|postconf, -c, DIR]``: the tests' own config dir unless one is given."""
+    from support import postfix_dir
+
+    return [require(name), "-c", config_dir or postfix_dir()]
+
+
+def postmap_query(key: str, table: str, config_dir: Optional[str] = None) -> Optional[str]:
     """``postmap -q``; None when the key is not found (exit 1)."""
     result = subprocess.run(
-        [require("postmap"), "-q", key, table], capture_output=True, text=True, timeout=30
+        [*postfix_tool("postmap", config_dir), "-q", key, table],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if result.returncode == 1 and not result.stderr:
         return None

@@ -43,7 +43,9 @@ def grant(config: Path) -> Daemon:
 
 
 def doctor(config: Path, instance: PostfixInstance, *extra: str) -> subprocess.CompletedProcess:
-    return popbsmtp("doctor", "--config", str(config), "-c", str(instance.etc), *extra, check=False)
+    return popbsmtp(
+        "doctor", "--config", str(config), "--postfix-dir", str(instance.etc), *extra, check=False
+    )
 
 
 def lines(result: subprocess.CompletedProcess, level: str) -> list:
@@ -283,7 +285,10 @@ def test_a_service_user_that_cannot_write_the_table_directory_is_an_error(pf_tmp
     as_nobody = [require("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     command = [sys.executable, "-m", "popbsmtp", "doctor", "--config", str(config)]
     result = subprocess.run(
-        [*as_nobody, *command, "-c", str(instance.etc)], capture_output=True, text=True, timeout=60
+        [*as_nobody, *command, "--postfix-dir", str(instance.etc)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     [error] = [x for x in lines(result, "ERROR") if "service user" in x]
     assert f"nobody cannot create files in {pf_tmp}: {pf_tmp} has mode 0755, owner root:" in error

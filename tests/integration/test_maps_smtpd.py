@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from postfix_instance import PostfixInstance, postmap_query
+from postfix_instance import PostfixInstance, postfix_tool, postmap_query
 from support import Daemon, append, dovecot_login, noise, popbsmtp, wait_for, write_config
 
 TYPES = ["hash", "btree", "cdb", "lmdb"]
@@ -103,7 +103,7 @@ def test_list_and_test_read_the_map_back(pf_tmp, kind):
     # Someone rebuilt the table behind popbsmtp's back: the tools show the difference.
     source = pf_tmp / "elsewhere"
     source.write_text("192.0.2.8 OK\n198.51.100.1 OK\n")
-    subprocess.run(["postmap", f"{kind}:{source}"], check=True)
+    subprocess.run([*postfix_tool("postmap"), f"{kind}:{source}"], check=True)
     suffix = ".db" if kind == "hash" else ".cdb"
     os.rename(f"{source}{suffix}", f"{pf_tmp}/pbs{suffix}")
     listed = popbsmtp("list", "--read-map", *cfg, check=False)

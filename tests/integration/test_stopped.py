@@ -2,8 +2,8 @@
 
 The real daemon (``popbsmtp run --foreground``) in a subprocess, real tables
 read back with ``postmap -q``/``-s`` (lmdb written in place; hash and cdb
-rebuilt by postmap and renamed), real signals.  Every Postfix tool gets a
-config directory of its own (``MAIL_CONFIG``, an empty main.cf).
+rebuilt by postmap and renamed), real signals.  Every Postfix tool, ours and
+the daemon's, gets the tests' own Postfix config directory (``postfix_dir()``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 from postfix_instance import PostfixInstance, postmap_query, require
-from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
+from support import (
+    Daemon,
+    append,
+    dovecot_login,
+    popbsmtp,
+    postfix_dir,
+    wait_for,
+    write_config,
+)
 
 from popbsmtp.maps import MapSpec
 from popbsmtp.maps.rebuild import SUFFIXES, read_keys
@@ -31,22 +39,12 @@ RECOMMENDED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def postfix_dir(pf_tmp, monkeypatch):
-    """An empty main.cf of the test's own for every postmap/postconf (ours and the daemon's)."""
-    etc = pf_tmp / "postfix-etc"
-    etc.mkdir()
-    (etc / "main.cf").write_text("")
-    monkeypatch.setenv("MAIL_CONFIG", str(etc))
-    return etc
-
-
 def table_of(pf_tmp: Path, kind: str) -> str:
     return f"{kind}:{pf_tmp}/pbs"
 
 
 def keys(table: str) -> set:
-    return read_keys(MapSpec(*table.split(":", 1)))
+    return read_keys(MapSpec(*table.split(":", 1)), postfix_dir())
 
 
 def files(table: str) -> list:

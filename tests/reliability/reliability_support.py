@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
-from postfix_instance import require
+from postfix_instance import postfix_tool, require
 from support import Daemon, dovecot_login, rfc3339
 
 METHODS = ("rename", "copytruncate", "delaycompress", "delete-recreate")
@@ -203,7 +203,7 @@ class Traffic:
 def map_keys(table: str) -> Set[str]:
     """Every key of the table as Postfix reads it (``postmap -s``, under its lock)."""
     result = subprocess.run(
-        [require("postmap"), "-s", table], capture_output=True, text=True, timeout=60
+        [*postfix_tool("postmap"), "-s", table], capture_output=True, text=True, timeout=60
     )
     if result.returncode != 0 or result.stderr:
         raise AssertionError(f"postmap -s {table} failed: {result.stderr}")

@@ -17,7 +17,7 @@ import subprocess
 import threading
 
 import pytest
-from postfix_instance import require
+from postfix_instance import postfix_tool
 from reliability_support import Traffic, long_run, map_keys
 from support import Daemon, popbsmtp, wait_for, write_config
 
@@ -38,11 +38,11 @@ class Reader(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        postmap = require("postmap")
+        postmap = postfix_tool("postmap")
         while not self.done.is_set():
             for key, want_code, want_out in ((GRANTED, 0, "OK\n"), (NEVER, 1, "")):
                 got = subprocess.run(
-                    [postmap, "-q", key, self.table], capture_output=True, text=True, timeout=30
+                    [*postmap, "-q", key, self.table], capture_output=True, text=True, timeout=30
                 )
                 self.queries += 1
                 if (got.returncode, got.stdout, got.stderr) != (want_code, want_out, ""):

@@ -1,5 +1,6 @@
 import netaddr
 import pytest
+from support import postfix_dir
 
 from popbsmtp.addresses import IgnoredNetworks, normalise, parse_networks, postfix_key
 from popbsmtp.errors import ConfigError
@@ -58,7 +59,7 @@ def test_ignored_networks_from_cidrs_and_postfix_brackets(tmp_path):
 
 
 def test_mynetworks_is_asked_from_postconf():
-    nets = parse_networks("mynetworks")
+    nets = parse_networks("mynetworks", postconf_dir=postfix_dir())
     assert "mynetworks =" in nets.describe
     assert "127.0.0.1" in nets  # Debian's default mynetworks always has loopback
 
