@@ -7,8 +7,8 @@ directory), where ``check_client_access`` sits in the restriction lists of
 every smtpd service (main.cf and master.cf overrides), whether the log shows
 logins the profiles recognise, what ``ignore_networks`` resolves to, and
 whether the daemon runs (a table that holds clients while it does not is an
-error: nobody would expire them).  It only
-reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
+error: nobody would expire them).  It only reads; ``--fix-hint`` prints
+``postconf`` commands and never runs them.
 """
 
 from __future__ import annotations
