@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional
 from common import Daemon, emit, log, percentile, postmap_query, workdir, write_config
 from gen_maillog import Generator, stamp_text
 
-from popbsmtp.state import Snapshot, StateFile
+from popbsmtp.grants.state import Snapshot, StateFile
 
 
 class LogWriter:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Open sessions alone: cost per login and logout, longest pause, bytes per session.
 
-Drives :class:`popbsmtp.sessions.SessionTracker` (and its grant table) with
+Drives :class:`popbsmtp.policy.Policy` (its session tracker, and a grant table) with
 ``N`` Dovecot logins from ``N`` addresses, each its own session, then their
 logouts in the same order.  Reported: microseconds per login and per logout
 (the tracker and the grant table together, as the core loop calls them),
@@ -23,16 +23,18 @@ from typing import Dict, List
 from common import emit, log
 
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy import Policy, apply
 from popbsmtp.profiles import LOGIN, LOGOUT, registry
-from popbsmtp.sessions import SessionTracker
 
 
 def measure(count: int) -> List[Dict[str, object]]:
     dovecot = registry()["dovecot"]
     login_rule = next(r.name for r in dovecot.rules if r.event == LOGIN)
     logout_rule = next(r.name for r in dovecot.rules if r.event == LOGOUT)
-    tracker, table = SessionTracker(1800.0, 86400.0, [dovecot]), GrantTable()
+    policy = Policy(1800.0, 86400.0, IgnoredNetworks.none(), [dovecot])
+    tracker, table = policy.sessions, GrantTable()
     now = time.time() - count / 1000
     addresses = [f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in range(count)]
     worst = {"login": 0.0, "logout": 0.0}
@@ -40,7 +42,8 @@ def measure(count: int) -> List[Dict[str, object]]:
     for n, ip in enumerate(addresses):
         event = Login(now + n / 1000, ip, ip, "dovecot", login_rule, LOGIN, f"S{n:015d}")
         started = time.perf_counter()
-        table.grant(ip, tracker.login(event, event.time, table), "dovecot", login_rule)
+        for decision in policy.decide(event, event.time, table):
+            apply(decision, table)
         took = time.perf_counter() - started
         total["login"] += took
         worst["login"] = max(worst["login"], took)
@@ -48,7 +51,8 @@ def measure(count: int) -> List[Dict[str, object]]:
     for n in range(count):
         event = Login(now + count / 1000, None, None, "dovecot", logout_rule, LOGOUT, f"S{n:015d}")
         started = time.perf_counter()
-        tracker.logout(event, event.time, table)
+        for decision in policy.decide(event, event.time, table):
+            apply(decision, table)
         took = time.perf_counter() - started
         total["logout"] += took
         worst["logout"] = max(worst["logout"], took)
@@ -56,7 +60,7 @@ def measure(count: int) -> List[Dict[str, object]]:
         raise SystemExit(f"sessions left open: {tracker.open_sessions()}")
     return [
         {
-            "measure": f"sessions, {count:,} logins then their logouts (tracker + grant table)",
+            "measure": f"sessions, {count:,} logins then their logouts (policy + grant table)",
             "value": f"login {total['login'] / count * 1e6:.1f} µs, "
             f"logout {total['logout'] / count * 1e6:.1f} µs",
             "detail": f"longest call: login {worst['login'] * 1e3:.1f} ms, "

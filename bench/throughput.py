@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of the daemon's real path against a bare Python loop, same file, same run.
 
-The full path is the real code: a :class:`popbsmtp.service.Service` built
+The full path is the real code: a :class:`popbsmtp.daemon.service.Service` built
 from a config in a temporary directory (all default profiles, an lmdb map,
 state saving), whose log appears (a hard link) after start; then ``step()``
 is timed until every line is consumed.  The ceiling is
@@ -36,7 +36,8 @@ def bare_loop(path: Path) -> float:
 
 def without_extension() -> None:
     """What an install without a C compiler runs: the pure-Python search, count and split."""
-    from popbsmtp import matcher, syslog
+    from popbsmtp.parse import envelope as syslog
+    from popbsmtp.parse import matcher
     from popbsmtp.sources import generation
 
     matcher._one_pass = None
@@ -45,7 +46,7 @@ def without_extension() -> None:
 
 
 def full_path(source: Path, lines: int, profiles: str) -> Dict[str, float]:
-    from popbsmtp.service import Service
+    from popbsmtp.daemon.service import Service
 
     directory = workdir("tp")
     try:

@@ -2,7 +2,7 @@
 
 Postfix opens ``name.lmdb`` with ``MDB_NOSUBDIR|MDB_NOLOCK`` and serialises
 readers and writers with a POSIX ``fcntl`` lock on the file itself
-(POSTFIX-FACTS.md).  So: ``lock=False`` for LMDB, ``fcntl.lockf`` (not
+(docs/maps.md).  So: ``lock=False`` for LMDB, ``fcntl.lockf`` (not
 ``flock``, which Postfix ignores) held exclusively around each write
 transaction, an in-process mutex because POSIX locks do not exclude threads,
 and the lock fd is never closed while another fd of the file is in use.

@@ -7,7 +7,7 @@ to the table, runs ``postmap TYPE:source`` there, and renames the result
 over the live file.  A reader therefore sees the old or the new table, never
 a half-written one, and the new inode (the old one's link count drops to 0)
 makes every running smtpd notice the change before its next connection,
-even for two rebuilds within one second (POSTFIX-FACTS.md).  Rebuilds are
+even for two rebuilds within one second (docs/maps.md).  Rebuilds are
 coalesced: at most one per ``max(MIN_INTERVAL, last build time / 2)``; the core
 loop learns when to come back from :meth:`Writer.pending`.  This module does
 not write tables in place and never runs ``postmap -i``/``-d``.

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from popbsmtp.errors import ConfigError
-from popbsmtp.syslog import INVENTED_PROGRAMS
+from popbsmtp.parse.envelope import INVENTED_PROGRAMS
 
 LOGIN = "login"
 LOGOUT = "logout"
 # Two-line servers (popa3d, old vm-pop3d, spop3d): a CONNECT line names the
 # address, a later AUTH line of the same process says the login succeeded;
-# :mod:`popbsmtp.sessions` joins them by pid.  Neither alone grants anything.
+# :mod:`popbsmtp.policy.sessions` joins them by pid.  Neither alone grants anything.
 CONNECT = "connect"
 AUTH = "auth"
 EVENTS = (LOGIN, LOGOUT, CONNECT, AUTH)

@@ -1,7 +1,7 @@
 """Apple Mail Server (Mac OS X Server 10.2): ``IMAP User "alice" log on
 successful from 192.0.2.3`` in its own log (``AppleMailServer.IMAP.log``).
 
-The envelope ``Nov 27 2026 04:48:08 …`` is parsed by :mod:`popbsmtp.syslog`
+The envelope ``Nov 27 2026 04:48:08 …`` is parsed by :mod:`popbsmtp.parse.envelope`
 (format ``apple``, program ``AppleMailServer``).  The address is the last
 field, after the quoted user name; the rule is anchored at the end.  Later
 Mac OS X Server releases used Cyrus (see the ``cyrus`` profile).  Derived

@@ -5,7 +5,7 @@ Covers both ways Dovecot logs:
 - syslog, tag ``dovecot``: ``imap-login: Login: user=<…>, method=…, rip=…,
   lip=…, mpid=…[, TLS|, secured], session=<…>``;
 - its own ``log_path``/``info_log_path`` file, where the envelope parser
-  (:mod:`popbsmtp.syslog`, format ``dovecot``) reports program ``dovecot``
+  (:mod:`popbsmtp.parse.envelope`, format ``dovecot``) reports program ``dovecot``
   and the message carries Dovecot's level: ``imap-login: Info: Login: …``.
 
 The user name sits inside ``<…>`` and everything after it is server-written

@@ -2,7 +2,7 @@
 
 popa3d logs ``Session from 192.0.2.3`` when a client connects and
 ``Authentication passed for alice`` in the same process after a successful
-login; :mod:`popbsmtp.sessions` joins them by pid.  Neither line alone
+login; :mod:`popbsmtp.policy.sessions` joins them by pid.  Neither line alone
 grants anything.  The user name ends the second line, so it is never
 searched for an address.  (A contributed patch once appended ``-- [addr]``
 to the second line; that shape is *not* supported: on an unpatched server a

@@ -6,7 +6,7 @@ host 192.0.2.3`` when the session ends (which also proves a login).  In
 both the address is the last field, written by the server after the user
 name, and the rules are anchored at the end of the line.  The trace file
 (``-t file``) has its own envelope, ``Wed Nov 27 04:48:08 2026 [pid] …``,
-which :mod:`popbsmtp.syslog` reports as program ``popper``.
+which :mod:`popbsmtp.parse.envelope` reports as program ``popper``.
 
 Qpopper is not packaged by Debian any more; the examples are derived from
 its source (``pop_pass.c``/``pop_quit.c`` log calls) and published logs,

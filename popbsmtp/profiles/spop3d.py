@@ -3,7 +3,7 @@
 Built with ``--enable-logextend`` it logs ``user alice authenticated -
 192.0.2.3``; without, ``connect from 192.0.2.3`` and later, in the same
 process, ``user alice authenticated``, joined by pid in
-:mod:`popbsmtp.sessions`.  The one-line address is the last field, after
+:mod:`popbsmtp.policy.sessions`.  The one-line address is the last field, after
 the user name; a two-line login always ends with ``authenticated``, so a
 name cannot make it look like the one-line form.
 

@@ -3,7 +3,7 @@
 Modern vm-pop3d writes one line, ``User 'alice' logged in from 192.0.2.3``;
 older ones write two: ``Connect from 192.0.2.3`` then, in the same process,
 ``User 'alice' logged in``.  The two-line form is joined by pid in
-:mod:`popbsmtp.sessions`: the connect line alone grants nothing, and the
+:mod:`popbsmtp.policy.sessions`: the connect line alone grants nothing, and the
 login line alone carries no address.  In the one-line form the address is
 the last field, after the user name; a two-line login always ends with
 ``logged in``, so a name cannot make it look like the one-line form.

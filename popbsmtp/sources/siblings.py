@@ -50,7 +50,7 @@ class Baseline:
     heads: Tuple[bytes, ...] = ()
 
 
-try:  # CPython's own SHA-1: hashlib would load OpenSSL (3.6 MiB of RSS) for this alone
+try:  # CPython's own SHA-1: hashlib would load OpenSSL (megabytes of RSS) for this alone
     from _sha1 import sha1 as _sha1
 except ImportError:  # a build without it (some distributions keep only OpenSSL's)
     import hashlib

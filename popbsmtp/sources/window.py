@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Tuple
 
-from popbsmtp.syslog import EnvelopeParser
+from popbsmtp.parse.envelope import EnvelopeParser
 
 # Reading this much around a probe finds a parseable line in any real log.
 PROBE = 16 << 10

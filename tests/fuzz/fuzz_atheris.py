@@ -37,8 +37,8 @@ with atheris.instrument_imports():
         genuine_lines,
     )
 
-    from popbsmtp.addresses import InvalidAddress, postfix_key
-    from popbsmtp.syslog import _SPLITTERS, REGEX_SPLITTERS, EnvelopeParser
+    from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+    from popbsmtp.parse.envelope import _SPLITTERS, REGEX_SPLITTERS, EnvelopeParser
 
 MATCHER = all_profiles_matcher()
 GENUINE = genuine_lines()

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional
 
-from popbsmtp.addresses import postfix_key
-from popbsmtp.matcher import Login, Matcher
+from popbsmtp.parse.addresses import postfix_key
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.profiles import registry
-from popbsmtp.syslog import EnvelopeParser
 
 ATTACKER = "6.6.6.6"
 NOW = time.time()

@@ -29,11 +29,11 @@ from hypothesis import strategies as st
 from support import dovecot_login, write_config
 
 from popbsmtp import config
-from popbsmtp.addresses import InvalidAddress, postfix_key
+from popbsmtp.daemon.service import Service
+from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+from popbsmtp.parse.envelope import EnvelopeParser
 from popbsmtp.profiles import registry
-from popbsmtp.service import Service
 from popbsmtp.sources.tail import FileTail
-from popbsmtp.syslog import EnvelopeParser
 
 MATCHER = all_profiles_matcher()
 GENUINE = genuine_lines()

@@ -20,8 +20,8 @@ import pytest
 from postfix_instance import postmap_query
 from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
 
-from popbsmtp import logsetup
-from popbsmtp.daemonize import read_pid
+from popbsmtp.daemon import logsetup
+from popbsmtp.daemon.daemonize import read_pid
 
 
 def alive(pid: int) -> bool:

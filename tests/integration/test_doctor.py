@@ -20,7 +20,7 @@ from postfix_instance import PostfixInstance, free_port, require
 from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
 
 from popbsmtp import postfix
-from popbsmtp.probes import live_grants
+from popbsmtp.doctor.probes import live_grants
 
 GRANTED = "127.0.0.77"
 DEFAULT_RELAY = "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"

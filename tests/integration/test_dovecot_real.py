@@ -108,30 +108,25 @@ def test_every_logout_is_recognised_and_tied_to_its_login(dovecot_log, tmp_path:
 
 
 def test_daemon_sessions_hold_until_logout(dovecot_log, tmp_path: Path) -> None:
-    """Replay the real log through the session tracker: every client's grace starts
-    at its logout, so no grant is held for max_session."""
+    """Replay the real log through the policy: every client's grace starts at its
+    logout, so no grant is held for max_session."""
     from popbsmtp.grants import GrantTable
-    from popbsmtp.matcher import Matcher
+    from popbsmtp.parse.addresses import IgnoredNetworks
+    from popbsmtp.parse.matcher import Matcher
+    from popbsmtp.policy import UNKNOWN_LOGOUT, Policy, apply
     from popbsmtp.profiles import select
-    from popbsmtp.sessions import SessionTracker
 
     log, expected = dovecot_log
     matcher = Matcher(select(["auto"]))
-    tracker = SessionTracker(grace=60.0, max_session=86400.0)
+    policy = Policy(60.0, 86400.0, IgnoredNetworks.none(), matcher.profiles)
     table = GrantTable()
     last = 0.0
     with open(log, "rb") as handle:
-        for raw in handle:
-            login = matcher.match(raw.rstrip(b"\n"), now=2e9)
-            login = tracker.resolve(login) if login else None
-            if login is None:
-                continue
-            last = max(last, login.time)
-            if login.event == "logout":
-                assert tracker.logout(login, login.time, table), "logout of an unknown session"
-            else:
-                assert login.ip is not None
-                table.grant(login.ip, tracker.login(login, login.time, table), "dovecot", "t")
-    assert tracker.open_sessions() == 0
+        for found in matcher.match_block(handle.read(), now=2e9):
+            last = max(last, found.time)
+            for decision in policy.decide(found, found.time, table):
+                assert decision.kind != UNKNOWN_LOGOUT, "logout of an unknown session"
+                apply(decision, table)
+    assert policy.sessions.open_sessions() == 0
     assert table.keys() == expected
     assert all(grant.expires <= last + 60.0 for grant in table)

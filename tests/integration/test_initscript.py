@@ -21,7 +21,7 @@ import pytest
 from postfix_instance import postmap_query
 from support import popbsmtp, wait_for, write_config
 
-from popbsmtp.daemonize import read_pid
+from popbsmtp.daemon.daemonize import read_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "init" / "popbsmtp"

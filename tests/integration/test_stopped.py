@@ -27,9 +27,9 @@ from support import (
     write_config,
 )
 
+from popbsmtp.grants.state import StateFile
 from popbsmtp.maps import MapSpec
 from popbsmtp.maps.rebuild import SUFFIXES, read_keys
-from popbsmtp.state import StateFile
 
 CLIENT = "192.0.2.41"
 # README's recommended smtpd_relay_restrictions, with the test's table.

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from popbsmtp.addresses import parse_networks
-from popbsmtp.logtest import run_test
-from popbsmtp.matcher import Matcher
+from popbsmtp.cli.logtest import run_test
+from popbsmtp.parse.addresses import parse_networks
+from popbsmtp.parse.matcher import Matcher
+from popbsmtp.policy import Policy
 from popbsmtp.profiles import select
 
 DATA = Path(__file__).parent / "data"
@@ -33,12 +34,12 @@ def test_captured_log(path: Path) -> None:
     server = path.name.split("-")[0]
     out = io.StringIO()
     with open(path, "rb") as handle:
+        matcher = Matcher(select(["auto"]))
         summary = run_test(
             handle,
-            Matcher(select(["auto"])),
+            matcher,
+            Policy(60.0, 86400.0, parse_networks("none"), matcher.profiles),
             now=time.time(),
-            grace=60.0,
-            ignored=parse_networks("none"),
             out=out,
             as_json=True,
         )

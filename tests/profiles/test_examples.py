@@ -16,9 +16,9 @@ from typing import List, Tuple
 
 import pytest
 
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import Example, Profile, Rule, registry
-from popbsmtp.syslog import EnvelopeParser
 
 PROFILES = list(registry().values())
 ALL_RULES: List[Tuple[Profile, Rule]] = [(p, r) for p in PROFILES for r in p.rules]

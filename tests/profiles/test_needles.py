@@ -16,7 +16,7 @@ from typing import List
 
 import pytest
 
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import registry, select
 
 ROOT = Path(__file__).resolve().parents[2]

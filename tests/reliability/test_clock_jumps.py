@@ -17,7 +17,7 @@ from reliability_support import map_keys
 from support import append, dovecot_login, write_config
 
 from popbsmtp import config
-from popbsmtp.service import Service
+from popbsmtp.daemon.service import Service
 
 GRACE = 600.0
 MAX_SESSION = 7200.0  # a Dovecot login holds its address while its session is open

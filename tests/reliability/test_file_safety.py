@@ -15,8 +15,7 @@ import stat
 from reliability_support import LimitedDaemon, map_keys
 from support import Daemon, append, dovecot_login, wait_for, write_config
 
-from popbsmtp import control
-from popbsmtp.grants import GrantTable
+from popbsmtp.grants import GrantTable, control
 
 
 def refused(config) -> str:
@@ -139,7 +138,7 @@ def test_malformed_requests_are_dropped_not_applied(tmp_path, caplog):
     for n, text in enumerate(BAD_REQUESTS):
         (spool / f"req-{n:020d}-1.json").write_text(text)
     (spool / f"req-{len(BAD_REQUESTS):020d}-1.json").write_text('{"op": "add", "ip": "10.0.0.1"}')
-    with caplog.at_level(logging.WARNING, logger="popbsmtp.control"):
+    with caplog.at_level(logging.WARNING, logger="popbsmtp.grants.control"):
         found = control.pending(str(tmp_path))
     assert [request for _, request in found] == [{"op": "add", "ip": "10.0.0.1"}]
     assert len(caplog.records) == len(BAD_REQUESTS)

@@ -20,7 +20,7 @@ from reliability_support import METHODS, Traffic, long_run, map_keys
 from support import wait_for, write_config
 
 from popbsmtp import config
-from popbsmtp.service import Service
+from popbsmtp.daemon.service import Service
 
 LINES_BETWEEN_ROTATIONS = 500  # 0.25 s of traffic (1,000 in the short CI variant)
 

@@ -2,8 +2,8 @@ import netaddr
 import pytest
 from support import postfix_dir
 
-from popbsmtp.addresses import IgnoredNetworks, normalise, parse_networks, postfix_key
 from popbsmtp.errors import ConfigError
+from popbsmtp.parse.addresses import IgnoredNetworks, normalise, parse_networks, postfix_key
 
 
 @pytest.mark.parametrize(

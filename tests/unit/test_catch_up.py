@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from support import append, dovecot_login, rfc3339, write_config
 
-from popbsmtp import config, service
-from popbsmtp.service import Service
-from popbsmtp.state import StateFile
+from popbsmtp import config
+from popbsmtp.daemon import service
+from popbsmtp.daemon.service import Service
+from popbsmtp.grants.state import StateFile
 
 
 def test_catch_up_publishes_in_batches_and_loses_nothing(
@@ -31,7 +32,7 @@ def test_catch_up_publishes_in_batches_and_loses_nothing(
         assert svc.keeper.writes >= 3  # published while reading, not once at the end
         assert svc.keeper.writer is not None
         assert svc.keeper.writer.keys() == set(ips) == set(svc.table.keys())
-        assert svc.sessions.stats.opened == len(ips)
+        assert svc.policy.sessions.stats.opened == len(ips)
     finally:
         svc.shutdown()
     saved = StateFile(settings.state_dir).load()

@@ -1,10 +1,10 @@
 import pytest
 
 from popbsmtp import config
-from popbsmtp.distros import Distro, detect
+from popbsmtp.config.distros import Distro, detect
+from popbsmtp.config.values import duration
 from popbsmtp.errors import ConfigError
 from popbsmtp.maps import MapSpec
-from popbsmtp.options import duration
 
 DEBIAN = Distro("debian", "debian", "/var/log/mail.log", "rfc3339")
 

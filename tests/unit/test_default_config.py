@@ -9,7 +9,7 @@ from pathlib import Path
 
 from popbsmtp import postfix
 from popbsmtp.config import SCHEMA, load, render_default_config
-from popbsmtp.distros import Distro
+from popbsmtp.config.distros import Distro
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "init" / "popbsmtp.conf"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from popbsmtp import config
-from popbsmtp.distros import detect, named_distro
+from popbsmtp.config.distros import detect, named_distro
 from popbsmtp.errors import ConfigError
 
 OS_RELEASES = [

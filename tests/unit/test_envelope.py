@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from popbsmtp.syslog import EnvelopeParser
+from popbsmtp.parse.envelope import EnvelopeParser
 
 
 def local(*args):

@@ -1,6 +1,6 @@
 """The C envelope split (popbsmtp/_envelope.c) answers exactly like the regexes.
 
-The regex splitters in :mod:`popbsmtp.syslog` are the reference: for every
+The regex splitters in :mod:`popbsmtp.parse.envelope` are the reference: for every
 line the C split must give the same envelope (same time to the bit, host,
 program, pid and message) or the same None.  Where it cannot be sure it
 defers (NotImplemented) and the regexes decide; the daemon's splitters are
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from popbsmtp import syslog
-from popbsmtp.syslog import REGEX_SPLITTERS, Envelope
+from popbsmtp.parse import envelope as syslog
+from popbsmtp.parse.envelope import REGEX_SPLITTERS, Envelope
 
 try:
     from popbsmtp import _envelope

@@ -1,8 +1,9 @@
 import random
 
-from popbsmtp.addresses import IgnoredNetworks, parse_networks
-from popbsmtp.grants import BUCKET, REBUILD_SLACK, GrantTable, refusal
-from popbsmtp.matcher import Login
+from popbsmtp.grants import BUCKET, REBUILD_SLACK, GrantTable
+from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy import refusal
 
 
 def login(ip, t=1000.0, raw=None):
@@ -50,7 +51,7 @@ def test_full_table_refuses_new_grants_but_refreshes_old():
 
 def test_refusal_reasons():
     none = IgnoredNetworks.none()
-    assert refusal(login("192.0.2.1"), now=1000.0, grace=60, ignored=none) is None
+    assert refusal(login("192.0.2.1"), now=1000.0, window=60, ignored=none) is None
     assert refusal(login("192.0.2.1", t=900.0), 1000.0, 60, none) == "too old"
     assert refusal(login("192.0.2.1", t=940.0), 1000.0, 60, none) == "too old"
     nets = parse_networks("192.0.2.0/24")

@@ -2,7 +2,7 @@
 
 import time
 
-from popbsmtp.matcher import Matcher, _shortest_needles
+from popbsmtp.parse.matcher import Matcher, _shortest_needles
 from popbsmtp.profiles import Profile, Rule, registry
 
 NOW = time.time()

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from popbsmtp import matcher as matcher_module
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse import matcher as matcher_module
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import registry
 
 try:

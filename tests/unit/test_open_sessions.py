@@ -1,7 +1,7 @@
 """OpenSessions against a plain list model: same answers after any sequence of changes.
 
 The structure keeps sessions in arrays and two hash tables without keys
-(:mod:`popbsmtp.opensessions`); the model keeps the queue as a list of
+(:mod:`popbsmtp.policy.opensessions`); the model keeps the queue as a list of
 entries and answers every question by scanning it.  Ids are picked so that
 several share a home slot (multiples of 8 and 64), and with one shard the
 addresses share its table too, which exercises probing and the back-shift
@@ -19,8 +19,8 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from popbsmtp import opensessions
-from popbsmtp.opensessions import Closed, OpenSessions
+from popbsmtp.policy import opensessions
+from popbsmtp.policy.opensessions import Closed, OpenSessions
 
 SIDS = [0, 1, 8, 16, 64, 128, 7, 2**59 + 8]
 IPS = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "198.51.100.7"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from popbsmtp import probes
+from popbsmtp.doctor import probes
 
 
 def test_root_asks_about_the_service_user_when_it_exists(monkeypatch):

@@ -9,8 +9,8 @@ import pytest
 from support import append, dovecot_login, write_config
 
 from popbsmtp import config
-from popbsmtp.reaper import Reaper
-from popbsmtp.service import Service
+from popbsmtp.daemon.reaper import Reaper
+from popbsmtp.daemon.service import Service
 
 
 class Clock:
@@ -110,7 +110,7 @@ def test_reaper_wakes_the_loop_at_the_due_time():
 
 
 def test_manual_grants_keep_their_own_length_across_restart(tmp_path):
-    from popbsmtp.control import apply_request
+    from popbsmtp.grants.control import apply_request
 
     clock = Clock(time.time())
     svc = service(tmp_path, clock)

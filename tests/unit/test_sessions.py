@@ -1,4 +1,8 @@
-"""Session tracking: hold while open, grace from logout, max_session cap, two-line joins."""
+"""Session tracking: hold while open, grace from logout, max_session cap, two-line joins.
+
+Driven through :class:`popbsmtp.policy.Policy` (decide, then apply), the one
+place the daemon and ``popbsmtp test`` ask.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from typing import Optional, Tuple
 import pytest
 from support import append, rfc3339, write_config
 
-from popbsmtp import config, sessions
+from popbsmtp import config
+from popbsmtp.daemon.service import Service
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy import GRANT, HOLD, RELEASE, Policy, apply, sessions
+from popbsmtp.policy.sessions import PRUNE_EVERY
 from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, registry
-from popbsmtp.service import Service
-from popbsmtp.sessions import PRUNE_EVERY, SessionTracker
 
 GRACE = 60.0
 MAX = 3600.0
@@ -25,15 +31,37 @@ def ev(profile: str, rule: str, event: str, t: float, ip: Optional[str] = None,
     return Login(t, ip, ip, profile, rule, event, session)
 
 
-def login(tracker: SessionTracker, table: GrantTable, item: Login, now: float) -> float:
+class Tracker:
+    """The session side of a Policy, with decisions applied as the daemon applies them."""
+
+    def __init__(self, grace: float = GRACE, max_session: float = MAX) -> None:
+        self.policy = Policy(grace, max_session, IgnoredNetworks.none(), list(registry().values()))
+
+    def _run(self, item: Login, now: float, table: GrantTable) -> list:
+        decisions = self.policy.decide(item, now, table)
+        for decision in decisions:
+            apply(decision, table)
+        return decisions
+
+    def login(self, item: Login, now: float, table: GrantTable) -> float:
+        decisions = self._run(item, now, table)
+        return next(d.until for d in decisions if d.kind in (GRANT, HOLD))
+
+    def logout(self, item: Login, now: float, table: GrantTable) -> Optional[str]:
+        decisions = self._run(item, now, table)
+        return next((d.ip for d in decisions if d.kind == RELEASE), None)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.policy.sessions, name)
+
+
+def login(tracker: Tracker, table: GrantTable, item: Login, now: float) -> float:
     assert item.ip is not None
-    expires = tracker.login(item, now, table)
-    table.grant(item.ip, expires, item.profile, item.rule)
-    return expires
+    return tracker.login(item, now, table)
 
 
-def make() -> Tuple[SessionTracker, GrantTable]:
-    return SessionTracker(GRACE, MAX, list(registry().values())), GrantTable()
+def make() -> Tuple[Tracker, GrantTable]:
+    return Tracker(), GrantTable()
 
 
 def test_dovecot_session_is_held_until_logout_then_grace_starts_there() -> None:
@@ -184,7 +212,7 @@ def test_daemon_core_loop_holds_until_the_logged_logout(tmp_path: Path) -> None:
         append(log, f"{rfc3339(now - 5)} mail dovecot: {CAPTURED_LOGOUT}\n")
         svc.step()
         assert svc.table.get("127.0.0.5").expires == pytest.approx(now - 5 + 60, abs=1e-3)
-        assert svc.sessions.open_sessions() == 0
+        assert svc.policy.sessions.open_sessions() == 0
     finally:
         svc.shutdown()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from popbsmtp.grants.state import SAVE_CHUNK, Snapshot, StateFile
 from popbsmtp.sources.position import Position
-from popbsmtp.state import SAVE_CHUNK, Snapshot, StateFile
 
 ROWS = [
     ("192.0.2.1", 1_700_000_000.25, "dovecot", "login"),

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from popbsmtp.matcher import Matcher
+from popbsmtp.parse.envelope import FORMATS, EnvelopeParser
+from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import select
-from popbsmtp.syslog import FORMATS, EnvelopeParser
 
 NOW = time.mktime((2026, 11, 27, 12, 0, 0, 0, 0, -1))
 LOCAL = time.mktime((2026, 11, 27, 4, 48, 8, 0, 0, -1))

@@ -6,7 +6,7 @@ import time
 from support import append, dovecot_login, write_config
 
 from popbsmtp import config
-from popbsmtp.service import Service
+from popbsmtp.daemon.service import Service
 from popbsmtp.sources import window
 from popbsmtp.sources.window import window_start
 

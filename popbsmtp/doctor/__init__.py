@@ -20,29 +20,30 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, TextIO, Tuple
 
-from popbsmtp import matcher, postfix, syslog
-from popbsmtp.addresses import parse_networks
+from popbsmtp import postfix
 from popbsmtp.config import Settings
-from popbsmtp.errors import PopbsmtpError
-from popbsmtp.maps import MapSpec, writer_class
-from popbsmtp.maps._files import SERVICE_TABLE, check_directory
-from popbsmtp.maps.rebuild import read_keys
-from popbsmtp.postfix import PostfixError
-from popbsmtp.probes import (
+from popbsmtp.daemon.service import build_matcher
+from popbsmtp.doctor.probes import (
     age,
     daemon_running,
     live_grants,
-    read_pid,
+    lock_holder,
     service_user,
     tail_lines,
     unreadable_by,
     unwritable_by,
 )
+from popbsmtp.errors import PopbsmtpError
+from popbsmtp.maps import MapSpec, writer_class
+from popbsmtp.maps._files import SERVICE_TABLE, check_directory
+from popbsmtp.maps.rebuild import read_keys
+from popbsmtp.parse import envelope as syslog
+from popbsmtp.parse import matcher
+from popbsmtp.parse.addresses import parse_networks
+from popbsmtp.postfix import PostfixError
 from popbsmtp.profiles import LOGIN, registry
-from popbsmtp.service import build_matcher
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
-DEFAULT_PIDFILE = "/run/popbsmtp.pid"
 LOG_LINES = 5000
 
 
@@ -224,7 +225,6 @@ class Doctor:
         return Finding(OK, "ignore_networks", f"{spec} resolves to {networks.describe}")
 
     def check_daemon(self) -> Finding:
-        pidfile = getattr(self.settings, "pidfile", "") or DEFAULT_PIDFILE
         state = os.path.join(self.settings.state_dir, "state.json")
         written = f"map written {age(self._files())}, state saved {age([state])}"
         if not daemon_running(self.settings.state_dir):
@@ -237,8 +237,8 @@ class Doctor:
                 )
                 return Finding(ERROR, "daemon", why, f"{fix}; or empty it: popbsmtp withdraw")
             return Finding(WARNING, "daemon", f"popbsmtp is not running; {written}", fix)
-        pid = read_pid(pidfile)
-        who = f"pid {pid} from {pidfile}" if pid else f"no live pid in {pidfile}"
+        pid = lock_holder(self.settings.state_dir)
+        who = f"pid {pid}, holding {self.settings.state_dir}/lock" if pid else "pid unknown"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
 
     def _held(self) -> int:
@@ -268,12 +268,8 @@ def check_speedups() -> Finding:
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
     matcher = build_matcher(settings, profiles)
-    now = time.time()
-    return sum(
-        1
-        for line in lines
-        if (found := matcher.match(line, now)) is not None and found.event == LOGIN
-    )
+    block = b"".join(line + b"\n" for line in lines)
+    return sum(1 for found in matcher.match_block(block, time.time()) if found.event == LOGIN)
 
 
 def _overrides_restrictions(service: postfix.SmtpdService) -> bool:

@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from popbsmtp.addresses import InvalidAddress, postfix_key
+from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+from popbsmtp.parse.envelope import Envelope, EnvelopeParser
 from popbsmtp.profiles import Profile, Rule
-from popbsmtp.syslog import Envelope, EnvelopeParser
 
 try:  # the optional C search (setup.py); same answers, one pass for all needles
     from popbsmtp._needles import candidate_lines as _one_pass
@@ -87,26 +87,19 @@ class Matcher:
                 needles.add(rule.needle)
                 for program in rule.programs:
                     self._by_program.setdefault(program, []).append(_check(profile, rule))
-        pattern = b"|".join(re.escape(n.encode()) for n in sorted(needles)) or rb"(?!x)x"
-        self._prefilter = re.compile(pattern)
         self._needles = tuple(_shortest_needles(needles))  # the C search takes a tuple
         self._searches = [_searcher(needle) for needle in self._needles]
         fits = all(len(n) >= 2 for n in self._needles) and len(self._needles) <= 32
         self._one_pass = _one_pass if fits else None
 
-    def is_candidate(self, line: bytes) -> bool:
-        """True when some rule could match (raw bytes: no decoding yet)."""
-        self.stats.lines += 1
-        if len(line) > self.max_line_length:
-            self.stats.overlong += 1
-            return False
-        return self._prefilter.search(line) is not None
-
     def match(self, line: bytes, now: float) -> Optional[Login]:
-        """Return the event a raw line (without newline) describes, or None."""
-        if not self.is_candidate(line):
-            return None
-        return self._match_candidate(line, now)
+        """The event one raw line (without newline) describes, or None.
+
+        Through :meth:`match_block`, the one path the daemon, ``popbsmtp test``
+        and ``doctor`` take, so examples and fuzzers check what they run.
+        """
+        found = self.match_block(line + b"\n", now)
+        return found[0] if found else None
 
     def match_block(self, block: bytes, now: float) -> List[Login]:
         """The events in a block of complete lines (as the tail reads them), in log order.
@@ -123,6 +116,16 @@ class Matcher:
             login = self._match_candidate(block[start:end], now)
             if login is not None:
                 found.append(login)
+        return found
+
+    def match_block_at(self, block: bytes, now: float) -> List[Tuple[int, Login]]:
+        """:meth:`match_block` with where each event's line starts in ``block``
+        (``popbsmtp test`` numbers the lines it reports)."""
+        found = []
+        for start, end in self._candidate_lines(block):
+            login = self._match_candidate(block[start:end], now)
+            if login is not None:
+                found.append((start, login))
         return found
 
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
@@ -215,8 +218,8 @@ def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
 def _searcher(needle: bytes) -> Callable[[bytes, int], int]:
     """``find(block, pos)`` for one needle, the faster of two C searches.
 
-    Measured on 1 MiB blocks (docs/benchmarks.md): for a short needle ``re``
-    (which skips to its first byte like ``memchr``) is up to 3x faster than
+    Measured on whole read blocks (docs/benchmarks.md): for a short needle
+    ``re`` (which skips to its first byte like ``memchr``) is faster than
     ``bytes.find``; from about 8 bytes on ``bytes.find`` wins.
     """
     if len(needle) >= 8:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 if TYPE_CHECKING:
     from popbsmtp.grants import GrantTable
 
-from popbsmtp.addresses import postfix_key
 from popbsmtp.errors import SetupError
+from popbsmtp.parse.addresses import postfix_key
 
 log = logging.getLogger(__name__)
 

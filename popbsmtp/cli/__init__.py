@@ -11,13 +11,16 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from popbsmtp import __version__, admin, config, logsetup, notify
-from popbsmtp.addresses import InvalidAddress, parse_networks, postfix_key
+from popbsmtp import __version__, config
+from popbsmtp.cli import admin
+from popbsmtp.cli.logtest import iso, open_input, run_test
+from popbsmtp.config.values import duration, format_duration
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
-from popbsmtp.logtest import iso, open_input, run_test
-from popbsmtp.options import duration, format_duration
+from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
+from popbsmtp.policy import Policy
 from popbsmtp.profiles import registry, select
-from popbsmtp.service import Service, build_matcher
 
 log = logging.getLogger("popbsmtp")
 
@@ -45,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PopbsmtpError("--daemonize and --foreground exclude each other")
     detached = None
     if args.daemonize:
-        from popbsmtp.daemonize import daemonize
+        from popbsmtp.daemon.daemonize import daemonize
 
         if args.config:  # the daemon runs in /, and re-reads the file on SIGHUP
             args.config = os.path.abspath(args.config)
@@ -157,18 +160,18 @@ def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
+    policy = Policy(settings.grace, settings.max_session, ignored, matcher.profiles)
     now = time.time() if args.now is None else _parse_now(args.now)
     source = args.file or settings.logfile
     with open_input(source, sys.stdin.buffer) as handle:
         run_test(
             handle,
             matcher,
+            policy,
             now=now,
-            grace=settings.grace,
-            ignored=ignored,
             out=sys.stdout,
             as_json=args.json,
-            max_session=settings.max_session,
+            max_entries=settings.max_entries,
         )
     if args.read_map:
         from popbsmtp.doctor import compare_map
@@ -209,7 +212,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from popbsmtp.demo import run_demo
+    from popbsmtp.cli.demo import run_demo
 
     return run_demo(args.dir, args.duration)
 

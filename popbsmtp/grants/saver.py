@@ -6,7 +6,7 @@ arriving meanwhile waits for its grant.  Here the core loop takes the
 snapshot's copies in one go (grants and read position of the same moment,
 :meth:`popbsmtp.grants.GrantTable.frozen_rows`), hands them over and goes
 on reading the log; the save thread serialises and writes them
-(:meth:`popbsmtp.state.StateFile.save`, atomic as before).  The GIL is
+(:meth:`popbsmtp.grants.state.StateFile.save`, atomic as before).  The GIL is
 held for one chunk of rows at a time (a few milliseconds), so the core
 loop waits at most that long.
 
@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
-from popbsmtp.signals import signals_to_main_thread
-from popbsmtp.state import Snapshot, StateFile
+from popbsmtp.daemon.signals import signals_to_main_thread
+from popbsmtp.grants.state import Snapshot, StateFile
 
 log = logging.getLogger(__name__)
 

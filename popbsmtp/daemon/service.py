@@ -19,33 +19,33 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from popbsmtp import control, logsetup, notify
-from popbsmtp.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.config import Settings
-from popbsmtp.control import MANUAL, apply_request
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.reaper import Reaper
+from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
-from popbsmtp.grants import GrantTable, refusal
-from popbsmtp.mapping import MapKeeper
+from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants.control import MANUAL, apply_request
+from popbsmtp.grants.saver import Saver
+from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.maps._files import check_directory, check_writable
-from popbsmtp.matcher import Login, Matcher
-from popbsmtp.profiles import LOGIN, LOGOUT, select
-from popbsmtp.reaper import Reaper
-from popbsmtp.saver import Saver
-from popbsmtp.sessions import SessionTracker
-from popbsmtp.signals import SignalWaker, signals_to_main_thread
+from popbsmtp.maps.keeper import MapKeeper
+from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
+from popbsmtp.parse.envelope import EnvelopeParser
+from popbsmtp.parse.matcher import Login, Matcher
+from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
+from popbsmtp.profiles import select
 from popbsmtp.sources.position import Position
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
-from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
-from popbsmtp.syslog import EnvelopeParser
 
 log = logging.getLogger(__name__)
 
 # Catching up with a big log publishes every this many pending map changes,
 # and hands freed memory back then: the pending sets and an LMDB write
 # transaction stay small, and glibc does not keep what the batch churned
-# through (bench/memory.py, 100,000 Dovecot logins: max RSS 79 -> 74 MiB).
+# through (bench/memory.py measures it).
 PUBLISH_PENDING = 10_000
 # Bytes of log per read while catching up: each 1 MiB block in flight costs
 # its Login objects too, and glibc keeps what a big batch once took.
@@ -110,11 +110,13 @@ class Service:
         self.wake = threading.Event()
         self._stopping = False
         self.matcher = build_matcher(settings)
-        self.ignored: IgnoredNetworks = parse_networks(
+        ignored: IgnoredNetworks = parse_networks(
             settings.ignore_networks, postconf_dir=settings.postfix_config_dir
         )
         self.table = GrantTable(settings.max_entries)
-        self.sessions = SessionTracker(settings.grace, settings.max_session, self.matcher.profiles)
+        self.policy = Policy(settings.grace, settings.max_session, ignored, self.matcher.profiles)
+        # Sees every decision as it is applied (tests compare it with `popbsmtp test`).
+        self.on_decision: Optional[Callable[[Decision], None]] = None
         self.state = StateFile(settings.state_dir)
         self.saver = Saver(self.state, self.wake.set, self.clock)
         self.lock = StateLock(settings.state_dir)
@@ -256,15 +258,12 @@ class Service:
         matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
         ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
         matcher.stats = self.matcher.stats
-        self.matcher, self.ignored = matcher, ignored
-        for name in RELOADABLE:
-            setattr(self.settings, name, getattr(settings, name))
-            self.settings.raw[name] = settings.raw[name]
-            self.settings.sources[name] = settings.sources[name]
-        self.sessions.grace = settings.grace  # new logins get the new grace
-        self.sessions.max_session = max(self.sessions.max_session, settings.grace)
-        logsetup.set_level(settings.log_level)
+        self.matcher = matcher
         later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
+        self.settings = self.settings.reloaded(settings, RELOADABLE)
+        self.policy.reconfigure(settings.grace, ignored)
+        logsetup.set_level(settings.log_level)
+        later = [n for n in later if n not in RELOADABLE]
         if later:
             log.warning("changed options need a restart to take effect: %s", ", ".join(later))
         log.info("configuration reloaded; %d clients authorized", len(self.table))
@@ -339,44 +338,40 @@ class Service:
         for grant in self.table:
             if starting and grant.profile == MANUAL:
                 continue  # `popbsmtp add --for` set its length, not grace
-            held = Login(now, grant.ip, grant.ip, grant.profile, grant.rule, LOGIN)
-            window = self.settings.grace if starting else self.sessions.window(held)
+            window = (
+                self.policy.grace if starting else self.policy.window(grant.profile, grant.rule)
+            )
             if grant.expires > now + window:
-                self.table.remove(grant.ip)
-                self.table.grant(grant.ip, now + window, grant.profile, grant.rule)
+                self.table.set_expiry(grant.ip, now + window, grant.profile, grant.rule)
                 capped += 1
         if capped and not starting:
             log.warning("clock went back; %d grants capped to their window from now", capped)
 
-    def handle(self, login: Login, now: float) -> None:
-        resolved = self.sessions.resolve(login)  # joins two-line forms; None for a connect
-        if resolved is None:
-            return
-        login = resolved
-        if login.event == LOGOUT:
-            ended = self.sessions.logout(login, now, self.table)
-            grant = None if ended is None else self.table.get(ended)
-            if grant is not None and log.isEnabledFor(logging.INFO):
-                log.info("session of %s ended; may relay until %s", ended, _when(grant.expires))
-            return
-        reason = refusal(login, now, self.sessions.window(login), self.ignored)
-        if reason is not None:
-            log.debug("not granting %s (%s): %s", login.raw_ip, login.rule_id, reason)
-            return
-        assert login.ip is not None
-        expires = self.sessions.login(login, now, self.table)
-        new = login.ip not in self.table
-        granted = self.table.grant(login.ip, expires, login.profile, login.rule)
-        if granted and new and log.isEnabledFor(logging.INFO):  # strftime costs ~1 µs
-            held = self.sessions.tracked(login) and self.sessions.max_session > self.sessions.grace
-            log.info(
-                "%sgranted %s %s%s (%s)",
-                "[dry run] " if self.dry_run else "",
-                login.ip,
-                "while its session is open, at most until " if held else "until ",
-                _when(self.table.get(login.ip).expires),  # type: ignore[union-attr]
-                login.rule_id,
+    def handle(self, found: Login, now: float) -> None:
+        """Apply what the policy decides for one recognised event."""
+        for decision in self.policy.decide(found, now, self.table):
+            new = decision.ip is not None and decision.ip not in self.table
+            applied = apply(decision, self.table)
+            if self.on_decision is not None:
+                self.on_decision(decision)
+            if log.isEnabledFor(logging.INFO):  # strftime is not free: only when shown
+                self._report(decision, applied, new)
+
+    def _report(self, decision: Decision, applied: bool, new: bool) -> None:
+        dry = "[dry run] " if self.dry_run else ""
+        kind, ip, rule = decision.kind, decision.ip, decision.event.rule_id
+        grant = self.table.get(ip) if applied and ip is not None else None
+        if kind == REFUSE:
+            log.debug(
+                "%snot granting %s (%s): %s", dry, decision.event.raw_ip, rule, decision.reason
             )
+        elif grant is None:
+            log.debug("%s%s %s (%s): no change", dry, kind, ip or "-", rule)
+        elif kind == RELEASE:
+            log.info("%ssession of %s ended; may relay until %s", dry, ip, _when(grant.expires))
+        elif new and kind in (GRANT, HOLD):
+            held = "while its session is open, at most until" if kind == HOLD else "until"
+            log.info("%sgranted %s %s %s (%s)", dry, ip, held, _when(grant.expires), rule)
 
     def _apply_requests(self, now: float) -> list:
         handled = []
@@ -392,7 +387,7 @@ class Service:
         return min(found) if found else None
 
     def _save(self, force: bool = False) -> None:
-        """Snapshot grants and position when due (:class:`popbsmtp.saver.Saver`).
+        """Snapshot grants and position when due (:class:`popbsmtp.grants.saver.Saver`).
 
         Written on the saver's thread so a big table does not hold up the
         logins that arrive meanwhile; ``force``: now, and wait until written.

@@ -9,7 +9,7 @@ import re
 from typing import Callable, List
 
 from popbsmtp.maps import MapSpec
-from popbsmtp.syslog import FORMATS
+from popbsmtp.parse.envelope import FORMATS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -1,6 +1,6 @@
 """Open sessions: which session holds which address since when, in flat arrays.
 
-:mod:`popbsmtp.sessions` decides what a login or a logout means; this is
+:mod:`popbsmtp.policy.sessions` decides what a login or a logout means; this is
 where its open sessions are kept.  When every grant is also an open session
 (a Dovecot server whose users stay connected) this is most of the daemon's
 memory, so it holds no Python object per session:
@@ -15,13 +15,13 @@ memory, so it holds no Python object per session:
   session.  They store no keys: a slot's key is read back from the queue.
   Each is split by hash into ``SHARDS`` small tables that grow on their
   own, so growing moves a few thousand entries, never all of them: no
-  pause of the core loop (one table of a million would take a second).
+  pause of the core loop (one big table would pause it while it grows).
 
-That is about 70 bytes per open session (``bench/sessions.py``).  Two
-dicts with an int object per id and per position took about 150, and grew
-with a jump of +10 MiB at 87,382 entries.  All open sessions of one id have one address (the tracker
-ends an id's sessions before reusing it for another), so the address chain
-also finds every session of an id.
+That is about half of what two dicts with an int object per id and per
+position take (``bench/sessions.py`` measures it; docs/benchmarks.md has
+the figures), and no dict resize pauses the loop.  All open sessions of one
+id have one address (the tracker ends an id's sessions before reusing it for
+another), so the address chain also finds every session of an id.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from popbsmtp.addresses import postfix_key
 from popbsmtp.errors import SetupError
+from popbsmtp.parse.addresses import postfix_key
 from popbsmtp.sources.position import Position
 
 log = logging.getLogger(__name__)

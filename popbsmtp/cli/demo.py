@@ -20,8 +20,9 @@ import sys
 import threading
 import time
 
-from popbsmtp import config, logsetup
-from popbsmtp.service import Service
+from popbsmtp import config
+from popbsmtp.daemon import logsetup
+from popbsmtp.daemon.service import Service
 
 GRACE = 30.0
 SESSION = 10.0

@@ -8,16 +8,18 @@ doctor turns the answers into findings.
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import json
 import os
 import pwd
 import stat
+import struct
 import time
 from typing import Any, Callable, List, Optional
 
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.state import StateLock
+from popbsmtp.grants.state import StateLock
 
 
 def unreadable_by(path: str, user: str) -> str:
@@ -126,14 +128,25 @@ def daemon_running(state_dir: str) -> bool:
     return True
 
 
-def read_pid(pidfile: str) -> Optional[int]:
+def lock_holder(state_dir: str) -> Optional[int]:
+    """The pid of the process holding ``state_dir/lock`` (the daemon), or None.
+
+    Asked of the kernel (``F_GETLK``), so it holds whatever pidfile the
+    daemon was started with, or none (systemd runs it without one).
+    """
     try:
-        with open(pidfile, encoding="ascii") as handle:
-            pid = int(handle.read().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
+        fd = os.open(os.path.join(state_dir, "lock"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return None
-    return pid
+    try:
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        kind, _, _, _, pid = struct.unpack("hhqqi", answer)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
 
 
 def tail_lines(path: str, count: int) -> List[bytes]:

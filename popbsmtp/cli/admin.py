@@ -19,13 +19,12 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from popbsmtp import control
 from popbsmtp.config import Settings
-from popbsmtp.control import apply_request
 from popbsmtp.errors import MapError, PopbsmtpError
-from popbsmtp.grants import GrantTable
-from popbsmtp.mapping import withdraw_table
-from popbsmtp.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants.control import apply_request
+from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.maps.keeper import withdraw_table
 
 WAIT = 5.0
 

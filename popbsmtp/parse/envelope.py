@@ -23,7 +23,7 @@ Understood formats (``log_format``):
 - ``auto``: all of the above, first match wins.
 
 The parser only splits; it never decides whether a message is a login (that
-is :mod:`popbsmtp.matcher`'s job).  A line no format accepts yields None and
+is :mod:`popbsmtp.parse.matcher`'s job).  A line no format accepts yields None and
 the matcher counts it as unparseable.
 """
 

@@ -13,15 +13,16 @@ This module also joins the two-line forms (popa3d, old vm-pop3d, spop3d): a
 the same process says the login succeeded; :meth:`SessionTracker.resolve`
 turns the pair into one login.  Neither line alone grants anything.
 
-It does not read logs or decide whether an address may relay
-(:func:`popbsmtp.grants.refusal` does); it only computes *until when*, and
-it never shortens a grant it did not set itself (a manual ``add`` or a
-longer grant from another rule stays as it is).  Open sessions are not part
+It does not read logs, decide whether an address may relay or change the
+grant table (:mod:`popbsmtp.policy` does all three); it only computes *until
+when*, reading the table to know what it set itself, and it never asks to
+shorten a grant it did not set (a manual ``add`` or a longer grant from
+another rule stays as it is).  Open sessions are not part
 of the saved state: after a restart the service caps restored grants to
 ``grace`` (fail closed), and a still-open session needs a new login.
 
 Memory and time: open sessions are kept in flat arrays
-(:mod:`popbsmtp.opensessions`), about 70 bytes each, under an id that is a
+(:mod:`popbsmtp.policy.opensessions`), about 70 bytes each, under an id that is a
 60-bit hash: no string key and no object per session.  Two ids that hash
 alike are treated as one id reused: the older session ends there (fail
 closed), none is ever held longer.  Sessions older than ``max_session`` leave
@@ -34,11 +35,11 @@ from __future__ import annotations
 import heapq
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from popbsmtp.grants import GrantTable
-from popbsmtp.matcher import Login
-from popbsmtp.opensessions import PRUNE_EVERY, OpenSessions
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy.opensessions import PRUNE_EVERY, OpenSessions
 from popbsmtp.profiles import AUTH, CONNECT, LOGIN, LOGOUT, Profile, registry
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,16 @@ log = logging.getLogger(__name__)
 # kind "ip", "session" or "pid").  str hashes are salted per process, so a
 # collision cannot be aimed at, and it only ends a session early.
 SID_BITS = (1 << 60) - 1
-__all__ = ["PRUNE_EVERY", "SessionStats", "SessionTracker"]
+__all__ = ["PRUNE_EVERY", "Release", "SessionStats", "SessionTracker"]
+
+
+class Release(NamedTuple):
+    """A session ended: ``ip`` may relay until ``until``; ``exact`` when that may
+    shorten its grant (the hold being ended was this tracker's own)."""
+
+    ip: str
+    until: float
+    exact: bool
 
 
 @dataclass
@@ -110,12 +120,21 @@ class SessionTracker:
     def tracked(self, login: Login) -> bool:
         return (login.profile, login.rule) in self._kinds
 
+    def holds(self, login: Login) -> bool:
+        """Whether a login of this rule is held while its session is open."""
+        return self.tracked(login) and self.max_session > self.grace
+
     def window(self, login: Login) -> float:
         """How long after its time a login may still be granted."""
         return self.max_session if self.tracked(login) else self.grace
 
-    def login(self, login: Login, now: float, table: GrantTable) -> float:
-        """Record a (granted) login; return the expiry its grant should have."""
+    def window_of(self, profile: str, rule: str) -> float:
+        """:meth:`window` for a grant's rule (no event at hand)."""
+        return self.max_session if (profile, rule) in self._kinds else self.grace
+
+    def login(self, login: Login, now: float, table: GrantTable) -> Tuple[float, List[Release]]:
+        """Record a (granted) login: the expiry its grant should have, and the
+        sessions it ended (a reused id), to be released first."""
         assert login.ip is not None
         start = min(login.time, now)
         kind = self._kinds.get((login.profile, login.rule))
@@ -123,22 +142,25 @@ class SessionTracker:
         if sid is None:
             if self._open.holds(login.ip):
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
-            return start + self.grace
+            return start + self.grace, []
         self._tick(now)
+        ended: List[Release] = []
         # A reused process (Cyrus) or id: the previous session ended here.  Only
         # kind "ip" keeps several sessions under one id, all of one address.
         while self._open.open(sid, login.ip, start, several=kind == "ip") is not None:
-            self._end(sid, start, table, login)
+            release = self._end(sid, start, table)
+            if release is not None:
+                ended.append(release)
         self.stats.opened += 1
-        return start + self.max_session
+        return start + self.max_session, ended
 
-    def logout(self, login: Login, now: float, table: GrantTable) -> Optional[str]:
-        """Close the session ``login`` ends; return the address whose grace started."""
+    def logout(self, login: Login, now: float, table: GrantTable) -> Optional[Release]:
+        """Close the session ``login`` ends: whose grace started, until when."""
         sid = self._sid(login, self._kinds.get((login.profile, login.rule)))
-        ip = None if sid is None else self._end(sid, min(login.time, now), table, login)
-        if ip is None:
+        release = None if sid is None else self._end(sid, min(login.time, now), table)
+        if release is None:
             self.stats.unknown_logouts += 1
-        return ip
+        return release
 
     @staticmethod
     def _sid(login: Login, kind: Optional[str]) -> Optional[int]:
@@ -147,8 +169,8 @@ class SessionTracker:
         ident = login.ip if kind == "ip" else login.session
         return None if ident is None else hash((login.profile, kind, ident)) & SID_BITS
 
-    def _end(self, sid: int, ended: float, table: GrantTable, login: Login) -> Optional[str]:
-        """Close the oldest session of ``sid`` at ``ended`` and settle its address."""
+    def _end(self, sid: int, ended: float, table: GrantTable) -> Optional[Release]:
+        """Close the oldest session of ``sid`` at ``ended``; what its address gets."""
         closed = self._open.close(sid)
         if closed is None:
             return None
@@ -158,22 +180,14 @@ class SessionTracker:
         # The expiry this tracker set for the address: the hold of its newest
         # open session, the one just closed among them.
         held = max(hold, closed.start + self.max_session)
-        self._settle(ip, ended, table, login, held, hold)
-        return ip
-
-    def _settle(
-        self, ip: str, ended: float, table: GrantTable, login: Login, held: float, hold: float
-    ) -> None:
-        """Set ``ip``'s grant to what its remaining sessions (``hold``) and grace need."""
+        # What its remaining sessions (``hold``) and the grace need.
         target = max(ended + self.grace, self._floor.get(ip, 0.0), hold)
-        grant = table.get(ip)
         if not hold:  # no session of the address is left open
             self._floor.pop(ip, None)
-        if grant is None:
-            return  # refused, expired or removed by request: nothing to extend
-        if grant.expires == held and target < grant.expires:
-            table.remove(ip)  # the hold was ours: shorten it to the grace
-        table.grant(ip, target, login.profile, login.rule)
+        grant = table.get(ip)
+        # Shorten only a hold that was ours; anything else may only grow.
+        exact = grant is not None and grant.expires == held and target < grant.expires
+        return Release(ip, target, exact)
 
     def _tick(self, now: float) -> None:
         """Forget sessions and connects older than ``max_session`` (bounded memory)."""

@@ -5,11 +5,11 @@ pending changes (keys to add to / delete from the map) so the writer only
 touches what changed, and keeps a heap of expiry times so the reaper knows
 exactly when the next entry falls due.  It does not read logs or write maps.
 
-Compact on purpose (the issue's target is 60 MiB for the whole daemon at
-100,000 grants): per address one float in ``_expires``, one slot in the list
-of its expiry bucket and, unless its rule is the first one the table saw, one
-small int in ``_who`` (an index into the table's short list of (profile,
-rule) pairs); no object per grant.  Expiry order: a grant is filed under its
+Compact on purpose (a busy site keeps a six-figure number of grants): per
+address one float in ``_expires``, one slot in the list of its expiry bucket
+and, unless its rule is the first one the table saw, one small int in
+``_who`` (an index into the table's short list of (profile, rule) pairs); no
+object per grant.  Expiry order: a grant is filed under its
 expiry time in whole ``BUCKET`` seconds; only the earliest bucket is turned
 into a heap of exact (expires, address) pairs when it becomes due, so expiry
 stays exact while the table holds no tuple per grant.
@@ -21,9 +21,6 @@ import heapq
 import logging
 from array import array
 from typing import Dict, Iterable, Iterator, KeysView, List, NamedTuple, Optional, Set, Tuple
-
-from popbsmtp.addresses import IgnoredNetworks
-from popbsmtp.matcher import Login
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +50,6 @@ class Grant(NamedTuple):
 
     def as_row(self) -> Tuple[str, float, str, str]:
         return (self.ip, self.expires, self.profile, self.rule)
-
-
-def refusal(login: Login, now: float, grace: float, ignored: IgnoredNetworks) -> Optional[str]:
-    """Why ``login`` must not be granted, or None when it may be.
-
-    Shared by the daemon and ``popbsmtp test`` so both tell the same story.
-    """
-    if login.ip is None:
-        return f"invalid address {login.raw_ip!r}: {login.invalid or 'no address'}"
-    if login.ip in ignored:
-        return "ignored network"
-    if login.time + grace <= now:
-        return "too old"
-    return None
 
 
 class GrantTable:
@@ -149,6 +132,17 @@ class GrantTable:
         self._note(ip, added=True)
         return True
 
+    def set_expiry(self, ip: str, expires: float, profile: str, rule: str) -> bool:
+        """Set a grant's expiry exactly, shorter or longer (a grant that is not
+        there is added); False when refused (full).  The map sees no change for
+        an address that stays granted."""
+        if ip not in self._expires:
+            return self.grant(ip, expires, profile, rule)
+        self._expires[ip] = expires
+        self._set_rule(ip, profile, rule)
+        self._schedule(ip, expires)
+        return True
+
     def _schedule(self, ip: str, expires: float) -> None:
         self._entries += 1
         if self._entries > 2 * len(self._expires) + REBUILD_SLACK:
@@ -195,7 +189,7 @@ class GrantTable:
         """Count a refusal; log the 1st, 10th, 100th ... of each full spell.
 
         Logarithmic, not per event: a flood of forged logins must not be able
-        to fill the disk with warnings (issue 6).
+        to fill the disk with warnings.
         """
         self.refused_full += 1
         self._full_streak += 1
@@ -280,7 +274,7 @@ class GrantTable:
     def frozen_rows(self) -> Iterator[Tuple[str, float, str, str]]:
         """The grants as they are now, as state rows, to be read later or elsewhere.
 
-        For a snapshot written on another thread (:mod:`popbsmtp.saver`):
+        For a snapshot written on another thread (:mod:`popbsmtp.grants.saver`):
         copies of the keys and expiries (16 bytes a grant) taken at once,
         rows made from them as they are read.
         """

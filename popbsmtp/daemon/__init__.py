@@ -1,0 +1,1 @@
+"""The daemon: the core loop and what runs it (signals, reaper, notify, daemonize, logging)."""

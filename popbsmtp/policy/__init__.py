@@ -1,0 +1,126 @@
+"""The one decision point: what an event from the log means for relaying.
+
+:meth:`Policy.decide` takes one event the matcher recognised (a login, a
+logout, the other half of a two-line login) and the time, and answers with
+:class:`Decision` values: grant until T, hold while the session is open (at
+most until T), release (the session ended: grace runs until T), refuse
+(with the reason), or note a logout of no open session.  It owns what the
+answer depends on: ignored networks, ``grace``, ``max_session`` and the open
+sessions (:mod:`popbsmtp.policy.sessions`).  It reads the grant table to know what
+is granted now, and never writes it: :func:`apply` does, for the daemon and
+for ``popbsmtp test`` alike, so both report the same decisions from the same
+code.  It reads no log and writes no map.
+"""
+
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Sequence
+
+from popbsmtp.grants import GrantTable
+from popbsmtp.parse.addresses import IgnoredNetworks
+from popbsmtp.parse.matcher import Login
+from popbsmtp.policy.sessions import Release, SessionTracker
+from popbsmtp.profiles import LOGOUT, Profile
+
+GRANT = "grant"
+HOLD = "hold"
+RELEASE = "release"
+REFUSE = "refuse"
+UNKNOWN_LOGOUT = "unknown-logout"
+
+
+class Decision(NamedTuple):
+    """What one event means for one address.
+
+    ``until`` is the expiry a grant, hold or release sets (0 otherwise);
+    ``exact`` marks a release that may shorten the grant, because the hold
+    being ended was this policy's own (a manual ``add`` or a longer grant
+    from another rule is never shortened).
+    """
+
+    kind: str
+    ip: Optional[str]
+    until: float
+    event: Login
+    reason: Optional[str] = None
+    exact: bool = False
+
+
+def refusal(event: Login, now: float, window: float, ignored: IgnoredNetworks) -> Optional[str]:
+    """Why a login must not be granted, or None when it may be."""
+    if event.ip is None:
+        return f"invalid address {event.raw_ip!r}: {event.invalid or 'no address'}"
+    if event.ip in ignored:
+        return "ignored network"
+    if event.time + window <= now:
+        return "too old"
+    return None
+
+
+class Policy:
+    """Decides; holds the sessions it needs to.  Owned by the core loop."""
+
+    def __init__(
+        self,
+        grace: float,
+        max_session: float,
+        ignored: IgnoredNetworks,
+        profiles: Optional[Sequence[Profile]] = None,
+    ) -> None:
+        self.ignored = ignored
+        self.sessions = SessionTracker(
+            grace, max_session, list(profiles) if profiles is not None else None
+        )
+
+    @property
+    def grace(self) -> float:
+        return self.sessions.grace
+
+    def reconfigure(self, grace: float, ignored: IgnoredNetworks) -> None:
+        """Reload: new logins get the new grace; open sessions and grants stay."""
+        self.ignored = ignored
+        self.sessions.grace = grace
+        self.sessions.max_session = max(self.sessions.max_session, grace)
+
+    def decide(self, found: Login, now: float, table: GrantTable) -> List[Decision]:
+        """The decisions one recognised event leads to, in the order to apply them."""
+        event = self.sessions.resolve(found)  # joins two-line forms; None for a connect
+        if event is None:
+            return []
+        if event.event == LOGOUT:
+            release = self.sessions.logout(event, now, table)
+            if release is None:
+                return [Decision(UNKNOWN_LOGOUT, event.ip, 0.0, event, "no open session")]
+            return [_released(release, event)]
+        reason = refusal(event, now, self.sessions.window(event), self.ignored)
+        if reason is not None:
+            return [Decision(REFUSE, event.ip, 0.0, event, reason)]
+        assert event.ip is not None
+        until, ended = self.sessions.login(event, now, table)
+        held = self.sessions.holds(event)
+        return [
+            *(_released(r, event) for r in ended),
+            Decision(HOLD if held else GRANT, event.ip, until, event),
+        ]
+
+    def window(self, profile: str, rule: str) -> float:
+        """How long after its time a grant of this rule may last (clock caps)."""
+        return self.sessions.window_of(profile, rule)
+
+
+def _released(release: Release, event: Login) -> Decision:
+    return Decision(RELEASE, release.ip, release.until, event, exact=release.exact)
+
+
+def apply(decision: Decision, table: GrantTable) -> bool:
+    """Carry one decision out on the grant table; False when nothing changed for it
+    (refused, a full table, a release of an address no longer granted)."""
+    kind, ip, event = decision.kind, decision.ip, decision.event
+    if ip is None or kind in (REFUSE, UNKNOWN_LOGOUT):
+        return False
+    if kind == RELEASE:
+        if ip not in table:
+            return False  # refused, expired or removed by request: nothing to extend
+        if decision.exact:
+            return table.set_expiry(ip, decision.until, event.profile, event.rule)
+    return table.grant(ip, decision.until, event.profile, event.rule)
