@@ -25,14 +25,7 @@ from popbsmtp.profiles import registry, select
 log = logging.getLogger("popbsmtp")
 
 
-READ_BACK = "\0read-back"  # `list --map` / `test --map` without a value
-
-
 def _settings(args: argparse.Namespace) -> config.Settings:
-    if args.map == READ_BACK:  # `--map` alone asks to read the table back
-        args.map, args.read_map = None, True
-    elif args.map is not None and hasattr(args, "read_map"):
-        args.read_map = True  # `--map TYPE:/PATH` on list/test: read that table back
     overrides: Dict[str, str] = {
         "logfile": args.logfile,
         "map": args.map,
@@ -68,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _install_signals(service: Service) -> None:
     def on_stop(signum: int, _frame: object) -> None:
-        if service._stopping:
+        if service.stopping:
             log.warning("second signal %d: exiting at once", signum)
             # State and map are written atomically, so nothing is left torn.
             os._exit(EXIT_ERROR)
@@ -125,7 +118,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     request = {"op": "remove", "ip": _key(args.ip)}
-    who = admin.perform(_settings(args), request)
+    settings = _settings(args)
+    if request["ip"] not in {row[0] for row in admin.grants(settings)}:
+        print(f"{request['ip']} is not granted; nothing to remove", file=sys.stderr)
+        return EXIT_ERROR
+    who = admin.perform(settings, request)
     print(f"removed {request['ip']} ({who})")
     return EXIT_OK
 
@@ -217,18 +214,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir, args.duration)
 
 
-def _read_back_map_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--map",
-        nargs="?",
-        const=READ_BACK,
-        metavar="TYPE:/PATH",
-        help="read the table (this one, or the configured one) back and compare it with the grants",
-    )
-
-
-def _common(read_back: bool = False) -> argparse.ArgumentParser:
-    """Options every configured command takes; on list/test `--map` may stand alone."""
+def _common() -> argparse.ArgumentParser:
+    """Options every configured command takes."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -237,10 +224,7 @@ def _common(read_back: bool = False) -> argparse.ArgumentParser:
         help=f"config file (default {config.DEFAULT_CONFIG}, plus conf.d/*.conf)",
     )
     common.add_argument("--logfile", metavar="PATH", help="mail log to follow")
-    if read_back:
-        _read_back_map_option(common)
-    else:
-        common.add_argument("--map", metavar="TYPE:/PATH", help="Postfix table to write")
+    common.add_argument("--map", metavar="TYPE:/PATH", help="the Postfix table (map option)")
     common.add_argument("--grace", metavar="DURATION", help="relay time after login, e.g. 30m")
     common.add_argument(
         "--postfix-dir",
@@ -273,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="match and log, write no map")
     run.set_defaults(func=cmd_run)
 
-    lst = sub.add_parser("list", parents=[_common(read_back=True)], help="show authorized clients")
+    lst = sub.add_parser("list", parents=[common], help="show authorized clients")
     lst.add_argument("--json", action="store_true", help="one JSON object per client")
     lst.add_argument("--read-map", action="store_true", help="read the table back, compare")
     lst.set_defaults(func=cmd_list)
@@ -301,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     wdr.add_argument("--pidfile", help=argparse.SUPPRESS)
     wdr.set_defaults(func=cmd_withdraw)
 
-    test = sub.add_parser(
-        "test", parents=[_common(read_back=True)], help="show what a log would authorize"
-    )
+    test = sub.add_parser("test", parents=[common], help="show what a log would authorize")
     test.add_argument("file", nargs="?", help="log file, or - for stdin (default: logfile)")
     test.add_argument("--profile", "-p", action="append", help="profile(s) to try; auto = all")
     test.add_argument("--json", action="store_true", help="one JSON object per event")

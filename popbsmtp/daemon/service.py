@@ -35,7 +35,6 @@ from popbsmtp.parse.envelope import EnvelopeParser
 from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
 from popbsmtp.profiles import select
-from popbsmtp.sources.position import Position
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
@@ -120,18 +119,58 @@ class Service:
         self.state = StateFile(settings.state_dir)
         self.saver = Saver(self.state, self.wake.set, self.clock)
         self.lock = StateLock(settings.state_dir)
+        self.keeper = MapKeeper(settings, dry_run, clock)
+        self.tail = FileTail(
+            settings.logfile,
+            max_line_length=settings.max_line_length,
+            initial_offset=self._window_start,
+        )
+        spool = control.spool_dir(settings.state_dir)
+        log_dir = os.path.dirname(settings.logfile) or "."
+        self.watcher = Watcher(
+            self.wake, {log_dir: [os.path.basename(settings.logfile)], spool: ["req-"]}
+        )
+        self.reaper = Reaper(self.wake, poll_interval=settings.poll_interval, clock=clock)
+        self._waker: Optional[SignalWaker] = None
+        # What start() opened, closed in reverse order by shutdown() (or by a failed start).
+        self._opened = contextlib.ExitStack()
         self._last_now = float("inf")  # the first step checks grants loaded from state
         self.started = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a second signal then exits at once)."""
+        return self._stopping
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Open everything; raise StartupError when the daemon cannot run."""
+        """Open everything; raise StartupError when the daemon cannot run (then
+        everything opened so far is closed again)."""
+        try:
+            self._open()
+        except BaseException:
+            self._opened.close()
+            raise
+        self.step()  # catch up with the log and queued requests; reconciles the map
+        _release_memory()
+        self._save(force=True)
+        self.started = self.clock()
+        log.info(
+            "following %s; %d clients authorized in %s",
+            self.settings.logfile,
+            len(self.table),
+            self.keeper.describe(),
+        )
+
+    def _open(self) -> None:
+        opened = self._opened
         ensure_dir(self.settings.state_dir)
         if not self.lock.acquire(wait=5.0):
             raise StartupError(
                 f"another popbsmtp is running with state_dir {self.settings.state_dir}"
             )
+        opened.callback(self.lock.release)
         snap = self.state.load()
         now = self.clock()
         # A clock that went back while we were stopped would lengthen every
@@ -151,54 +190,31 @@ class Service:
             except MapError as exc:
                 raise SetupError(f"map = {self.settings.map}: {exc}") from None
         _check_logfile(self.settings.logfile)
-        self.keeper = MapKeeper(self.settings, self.dry_run, self.clock)
         self.keeper.open()
-        try:
-            self._follow(snap.position)
-        except BaseException:
-            # Whatever reached the table must not outlive a failed start.
-            self.keeper.withdraw()
-            self.keeper.close()
-            raise
-
-    def _follow(self, position: Optional[Position]) -> None:
-        """Open the log and the spool, catch up, publish the grants: the daemon is up."""
-        self.tail = FileTail(
-            self.settings.logfile,
-            position,
-            max_line_length=self.settings.max_line_length,
-            initial_offset=self._window_start,
-        )
-        log_dir = os.path.dirname(self.settings.logfile) or "."
+        opened.callback(self.keeper.close)
+        # Fail closed, at stop and after a failed start alike: nobody expires
+        # what a stopped daemon leaves in the table.  Runs after the last save
+        # and still under the state lock, so `popbsmtp withdraw` and a new
+        # daemon wait; the next start puts the saved grants back.
+        opened.callback(self.keeper.withdraw)
+        self.tail.resume(snap.position)
+        opened.callback(self.tail.close)
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
         control.check_spool(self.settings.state_dir)
-        self.watcher = Watcher(
-            self.wake,
-            {
-                log_dir: [os.path.basename(self.settings.logfile)],
-                control.spool_dir(self.settings.state_dir): ["req-"],
-            },
-        )
-        self.reaper = Reaper(self.wake, poll_interval=self.settings.poll_interval, clock=self.clock)
+        # The last word on the way out: the state, once the threads are gone.
+        opened.callback(self._save, True)  # a failure is logged by the saver
         with signals_to_main_thread():
             self.watcher.start()
+            opened.callback(self.watcher.stop)
             self.reaper.start()
-        self.step()  # catch up with the log and queued requests; reconciles the map
-        _release_memory()
-        self._save(force=True)
-        self.started = self.clock()
-        log.info(
-            "following %s; %d clients authorized in %s",
-            self.settings.logfile,
-            len(self.table),
-            self.keeper.describe(),
-        )
+            opened.callback(self.reaper.stop)
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
         self.start()
         with signals_to_main_thread():
-            self._waker = SignalWaker(self.wake)
+            waker = SignalWaker(self.wake)
+        self._waker = waker
         try:
             if on_ready:
                 on_ready()
@@ -217,7 +233,8 @@ class Service:
             notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
-            self._waker.close()
+            self._waker = None
+            waker.close()
             self.shutdown()
 
     def stop(self) -> None:
@@ -236,7 +253,7 @@ class Service:
         self._poke()
 
     def _poke(self) -> None:
-        waker: Optional[SignalWaker] = getattr(self, "_waker", None)
+        waker = self._waker
         if waker is not None:
             waker.poke()
         else:
@@ -269,19 +286,8 @@ class Service:
         log.info("configuration reloaded; %d clients authorized", len(self.table))
 
     def shutdown(self) -> None:
-        for part in ("reaper", "watcher"):
-            if hasattr(self, part):
-                getattr(self, part).stop()
-        self._save(force=True)  # a failure is logged by the saver
-        if hasattr(self, "tail"):
-            self.tail.close()
-        if hasattr(self, "keeper"):
-            # Fail closed: nobody expires what a stopped daemon leaves in the
-            # table.  Still under the state lock, so `popbsmtp withdraw` and a
-            # new daemon wait; the next start puts the saved grants back.
-            self.keeper.withdraw()
-            self.keeper.close()
-        self.lock.release()
+        """Stop the threads, save the state, close the log and the table, unlock."""
+        self._opened.close()
         log.info("stopped")
 
     # -- one batch -------------------------------------------------------
@@ -395,7 +401,7 @@ class Service:
         self.saver.save(self._snapshot, force)
 
     def _snapshot(self, now: float) -> Snapshot:
-        position = self.tail.position if hasattr(self, "tail") else None
+        position = self.tail.position
         return Snapshot(self.table.frozen_rows(), position, saved=now)
 
     def statistics(self) -> Dict[str, object]:

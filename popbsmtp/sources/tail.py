@@ -70,6 +70,12 @@ class FileTail:
         self._siblings = Siblings(path)
         self.more = False  # read_blocks() stopped at its budget: call it again
 
+    def resume(self, position: Optional[Position]) -> None:
+        """Where to resume, known once the saved state is read (before the first read)."""
+        if self._cur is not None:
+            raise RuntimeError("resume() after the tail started reading")
+        self._saved = position
+
     @property
     def position(self) -> Optional[Position]:
         """Where a restart should resume (start of the held-back partial line)."""

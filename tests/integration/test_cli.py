@@ -117,3 +117,20 @@ def test_dry_run_writes_no_map(pf_tmp):
 def test_profiles_lists_each_profile():
     out = popbsmtp("profiles").stdout
     assert "dovecot " in out and "uw " in out
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["offline", "daemon"])
+def test_remove_of_an_address_never_granted_says_so_and_fails(pf_tmp, running):
+    config = write_config(pf_tmp)
+    cfg = ["--config", str(config)]
+    daemon = Daemon(config).start() if running else None
+    try:
+        popbsmtp("add", "192.0.2.30", *cfg)
+        result = popbsmtp("remove", "192.0.2.31", *cfg, check=False)
+        assert result.returncode == 1, result
+        assert "192.0.2.31 is not granted; nothing to remove" in result.stderr
+        assert "removed" not in result.stdout
+        assert popbsmtp("remove", "192.0.2.30", *cfg).returncode == 0
+    finally:
+        if daemon is not None:
+            daemon.stop()

@@ -116,12 +116,20 @@ def test_list_and_test_read_the_map_back(pf_tmp, kind):
     assert "198.51.100.1" in tested.stdout and "2 differ" in tested.stdout  # ... and the map
 
 
-def test_map_flag_alone_reads_the_table_back(pf_tmp):
+def test_read_map_reads_the_configured_or_the_named_table_back(pf_tmp):
     config = write_config(pf_tmp)
     cfg = ["--config", str(config)]
-    with Daemon(config) as daemon:
+    with Daemon(config) as daemon:  # a stopped daemon leaves the table empty
         popbsmtp("add", "192.0.2.61", *cfg)
         for command in ("list", "test"):
-            out = popbsmtp(command, "--map", *cfg, "/dev/null" if command == "test" else "--json")
+            out = popbsmtp(
+                command, "--read-map", *cfg, "/dev/null" if command == "test" else "--json"
+            )
             assert "192.0.2.61" in out.stdout and "in map, granted" in out.stdout, out.stdout
         assert daemon.stop() == 0
+    other = f"lmdb:{pf_tmp}/elsewhere"
+    with Daemon(config, "--map", other) as daemon:
+        popbsmtp("add", "192.0.2.62", *cfg, "--map", other)
+        out = popbsmtp("list", "--read-map", *cfg, "--map", other, check=False)
+        assert daemon.stop() == 0
+    assert "192.0.2.62" in out.stdout and "in map, granted" in out.stdout, out.stdout
