@@ -98,6 +98,7 @@ smtpd_recipient_restrictions = {self.recipient_restrictions}
 maillog_file_prefixes = {self.dir}
 maillog_file = {self.log}
 smtpd_client_connection_rate_limit = 0
+smtpd_authorized_xclient_hosts = 127.0.0.1
 {self.extra}
 """
         (self.etc / "main.cf").write_text(main)
@@ -138,6 +139,24 @@ smtpd_client_connection_rate_limit = 0
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def rcpt_as(self, client: str, rcpt: str = "user@remote.example") -> int:
+        """RCPT TO's reply code for a client at any address, IPv4 or IPv6 (XCLIENT).
+
+        The connection comes from 127.0.0.1 (authorized for XCLIENT, not in
+        mynetworks); XCLIENT makes smtpd treat it as ``client`` from then on,
+        with no client name, so only the address decides.
+        """
+        addr = f"IPV6:{client}" if ":" in client else client
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as smtp:
+            smtp.ehlo("client.example")
+            code, reply = smtp.docmd("XCLIENT", f"ADDR={addr} NAME=[UNAVAILABLE]")
+            assert code == 220, (code, reply)
+            smtp.ehlo("client.example")
+            smtp.mail("sender@remote.example")
+            code, _ = smtp.rcpt(rcpt)
+            smtp.rset()
+            return int(code)
 
     def rcpt_status(self, source: str, rcpt: str = "user@remote.example") -> int:
         """The reply code of RCPT TO for a remote recipient, from ``source``."""
