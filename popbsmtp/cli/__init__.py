@@ -140,6 +140,26 @@ def cmd_flush(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    """Empty the table after the daemon stopped (ExecStopPost, init script, package erase)."""
+    if args.dry_run:
+        return EXIT_OK  # a dry run never wrote the table
+    if not os.path.exists(args.config or config.DEFAULT_CONFIG):
+        return EXIT_OK  # removed or never configured: no table of ours to empty
+    settings = _settings(args)
+    held = admin.withdraw(settings)
+    if held is None:
+        print(
+            f"popbsmtp is running ({settings.state_dir}/lock is held): {settings.map} is left to it"
+        )
+    elif held:
+        print(
+            f"withdrew {held} client(s) from {settings.map}; the saved grants "
+            "return when the daemon starts"
+        )
+    return EXIT_OK
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
@@ -305,6 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("flush", parents=[common], help="withdraw every client").set_defaults(
         func=cmd_flush
     )
+
+    wdr = sub.add_parser(
+        "withdraw",
+        parents=[common],
+        help="empty the table while no daemon runs (after a stop or crash)",
+    )
+    # It takes `popbsmtp run`'s options too: units and scripts pass it the same $OPTIONS.
+    wdr.add_argument("--dry-run", action="store_true", help="do nothing (as a dry-run daemon)")
+    for flag in ("--foreground", "--daemonize"):
+        wdr.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    wdr.add_argument("--pidfile", help=argparse.SUPPRESS)
+    wdr.set_defaults(func=cmd_withdraw)
 
     test = sub.add_parser("test", parents=[common], help="show what a log would authorize")
     test.add_argument(

@@ -23,7 +23,7 @@ from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.reaper import Reaper
 from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
-from popbsmtp.errors import MapError, PopbsmtpError, StartupError
+from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
 from popbsmtp.grants import GrantTable, control
 from popbsmtp.grants.control import MANUAL, apply_request
 from popbsmtp.grants.saver import Saver
@@ -63,6 +63,23 @@ def _release_memory() -> None:
     heap pages otherwise (tens of MiB at 100,000 grants)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _check_logfile(path: str) -> None:
+    """A log the daemon may not read is a setting or permission to fix, not a run-time fault.
+
+    A missing log is fine (the tail waits for it to appear).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SetupError(
+            f"logfile {path}: {exc.strerror}; let the daemon's user read it "
+            "(docs/install.md: the unit's CAP_DAC_READ_SEARCH, or group adm) or set logfile"
+        ) from None
+    os.close(fd)
 
 
 def _when(stamp: float) -> str:
@@ -191,9 +208,15 @@ class Service:
                 check_directory(os.path.dirname(self.settings.map.path))
                 check_writable(os.path.dirname(self.settings.map.path))
             except MapError as exc:
-                raise StartupError(str(exc)) from None
+                raise SetupError(f"map = {self.settings.map}: {exc}") from None
+        _check_logfile(self.settings.logfile)
         self.keeper.open()
         opened.callback(self.keeper.close)
+        # Fail closed, at stop and after a failed start alike: nobody expires
+        # what a stopped daemon leaves in the table.  Runs after the last save
+        # and still under the state lock, so `popbsmtp withdraw` and a new
+        # daemon wait; the next start puts the saved grants back.
+        opened.callback(self.keeper.withdraw)
         log.info("reading %s: %s", self.source.describe(), self.source.reason)
         self._resume(snap.position)
         opened.callback(self.tail.close)

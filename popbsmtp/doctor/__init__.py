@@ -2,11 +2,13 @@
 
 Each check gives OK, WARNING or ERROR with a one-line fix: the map (type
 listed by ``postconf -m``, files present, readable by ``mail_owner``,
-``postmap -q`` finds a granted client), where ``check_client_access`` sits
-in the restriction lists of every smtpd service (main.cf and master.cf
-overrides), whether the log shows logins the profiles recognise, what
-``ignore_networks`` resolves to, and whether the daemon runs.  It only
-reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
+``postmap -q`` finds a granted client, the service user may write its
+directory), where ``check_client_access`` sits in the restriction lists of
+every smtpd service (main.cf and master.cf overrides), whether the log shows
+logins the profiles recognise, what ``ignore_networks`` resolves to, and
+whether the daemon runs (a table that holds clients while it does not is an
+error: nobody would expire them).  It only reads; ``--fix-hint`` prints
+``postconf`` commands and never runs them.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from popbsmtp.doctor.probes import (
     daemon_running,
     live_grants,
     lock_holder,
+    service_user,
     tail_lines,
     unreadable_by,
+    unwritable_by,
 )
 from popbsmtp.errors import PopbsmtpError
 from popbsmtp.maps import MapSpec, partial_lookups, writer_class
-from popbsmtp.maps._files import check_directory
+from popbsmtp.maps._files import SERVICE_TABLE, check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
@@ -86,8 +90,9 @@ class Doctor:
         missing = [f for f in files if not os.path.isfile(f)]
         if not files or missing:
             why = f"{', '.join(missing) or self.table} is missing; smtpd answers 451 for it"
-            return [Finding(ERROR, "map", why, "start popbsmtp: it creates the table")]
-        return [self._readable(files), self._directory(), self._lookup()]
+            missing_map = Finding(ERROR, "map", why, "start popbsmtp: it creates the table")
+            return [missing_map, self._writable()]
+        return [self._readable(files), self._directory(), self._writable(), self._lookup()]
 
     def _readable(self, files: List[str]) -> Finding:
         owner = _safe(lambda: postfix.parameter("mail_owner", self.dir)) or "postfix"
@@ -112,7 +117,24 @@ class Doctor:
             f"{directory} is owned by root or the daemon, not writable by others",
         )
 
+    def _writable(self) -> Finding:
+        """Can the daemon's user create the table's temporary files and rename them in?"""
+        directory = os.path.dirname(self.spec.path)
+        user = service_user()
+        problem = unwritable_by(directory, user)
+        if problem:
+            why = f"{user} cannot create files in {directory}: {problem}"
+            fix = (
+                f"set map = {self.spec.type}:{SERVICE_TABLE} (the packages make that directory "
+                f"for the popbsmtp user), or let {user} write {directory}"
+            )
+            return Finding(ERROR, "service user", why, fix)
+        return Finding(OK, "service user", f"{user} can create files in {directory}")
+
     def _lookup(self) -> Finding:
+        if not daemon_running(self.settings.state_dir):
+            why = f"popbsmtp is not running, so {self.table} is empty by design; nothing to look up"
+            return Finding(WARNING, "postmap -q", why, "start popbsmtp, then rerun")
         grants = live_grants(self.settings.state_dir)
         key = grants[-1] if grants else "192.0.2.0"
         try:
@@ -259,10 +281,27 @@ class Doctor:
         written = f"map written {age(self._files())}, state saved {age([state])}"
         if not daemon_running(self.settings.state_dir):
             fix = "systemctl start popbsmtp (or popbsmtp run --daemonize)"
+            held = self._held()
+            if held:
+                why = (
+                    f"popbsmtp is not running but {self.table} holds {held} client(s) "
+                    "that nobody will expire (a killed daemon leaves them)"
+                )
+                return Finding(ERROR, "daemon", why, f"{fix}; or empty it: popbsmtp withdraw")
             return Finding(WARNING, "daemon", f"popbsmtp is not running; {written}", fix)
         pid = lock_holder(self.settings.state_dir)
         who = f"pid {pid}, holding {self.settings.state_dir}/lock" if pid else "pid unknown"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
+
+    def _held(self) -> int:
+        """How many keys the table holds (0 when absent or unreadable: reported above)."""
+        files = self._files()
+        if not files or not all(os.path.isfile(f) for f in files):
+            return 0
+        try:
+            return len(read_keys(self.spec, self.dir))
+        except PopbsmtpError:
+            return 0
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:

@@ -33,7 +33,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from popbsmtp.errors import StartupError
+from popbsmtp.errors import SetupError
 from popbsmtp.maps._files import owner_problem, trusted_uids
 from popbsmtp.parse.addresses import postfix_key
 from popbsmtp.sources.journal import JournalCursor
@@ -69,19 +69,25 @@ def ensure_dir(path: str) -> None:
     Its grants are loaded as they are: whoever owns the directory could put
     any address in ``state.json``.
     """
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=0o700)
-    info = os.lstat(path)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(path, mode=0o700)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise SetupError(
+            f"state_dir {path}: {exc.strerror}; create it for the daemon's user "
+            f"(install -d -m 0700 -o USER {path}) or set state_dir"
+        ) from None
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise StartupError(f"state_dir {path} is not a directory (or is a symlink)")
+        raise SetupError(f"state_dir {path} is not a directory (or is a symlink)")
     if info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0):
-        raise StartupError(
+        raise SetupError(
             f"state_dir {path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
             f"fix with: chmod go-w {path}"
         )
     problem = owner_problem(path)
     if problem is not None:
-        raise StartupError(f"state_dir {path}: {problem}; fix with: chown root {path}")
+        raise SetupError(f"state_dir {path}: {problem}; fix with: chown root {path}")
 
 
 class StateFile:
@@ -304,13 +310,18 @@ class StateLock:
         try:
             fd = os.open(self.path, flags, 0o600)
         except OSError as exc:  # ELOOP: a symlink planted as the lock is never followed
-            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise StartupError(
-                f"cannot open the lock file {self.path}: {why}; remove it (popbsmtp creates it)"
+            if exc.errno == errno.ELOOP:
+                raise SetupError(
+                    f"cannot open the lock file {self.path}: it is a symbolic link; "
+                    "remove it (popbsmtp creates it)"
+                ) from None
+            raise SetupError(
+                f"state_dir: cannot open {self.path}: {exc.strerror}; state_dir must belong "
+                "to the daemon's user (run tools as that user or root)"
             ) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise StartupError(f"the lock file {self.path} is not a regular file; remove it")
+            raise SetupError(f"the lock file {self.path} is not a regular file; remove it")
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -78,6 +78,17 @@ class MapWriter(ABC):
         wanted = set(keys)
         self.apply(wanted - current, current - wanted)
 
+    def empty(self) -> int:
+        """Withdraw every key but keep the (empty) table; return how many it held.
+
+        The daemon does this when it stops, so no client keeps relaying on a
+        grant nobody will expire.  The file stays: smtpd answers 451 for a
+        missing table, an empty one lets it decide as if no client were granted.
+        """
+        held = len(self.keys())
+        self.replace(())
+        return held
+
     @abstractmethod
     def keys(self) -> Set[str]:
         """Read back the keys the table holds now."""
