@@ -1,0 +1,141 @@
+"""``socketmap:`` against a real smtpd (XCLIENT for any client address) and real postmap -q.
+
+The real ``popbsmtp run`` answers the lookups.  Proves: login → relay for
+IPv4 and IPv6, refusal once the grant expired, an IPv6 grant covers one
+address only, and with the daemon stopped the documented restriction order
+defers relaying (4xx) while mail to a local domain is still accepted.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from postfix_instance import PostfixInstance, free_port, postmap_query
+from support import Daemon, append, dovecot_login, noise, popbsmtp, wait_for, write_config
+
+V4 = "198.51.100.7"
+V6 = "2001:db8::1"
+V6_NEIGHBOUR = "2001:db8::1:5"
+LOCAL = "root@localhost"
+REMOTE = "user@remote.example"
+
+
+def documented_order(table: str) -> str:
+    """docs/maps.md: local mail is permitted before the socketmap is asked."""
+    return (
+        "permit_mynetworks, permit_sasl_authenticated, permit_auth_destination, "
+        f"check_client_access {table}, reject_unauth_destination"
+    )
+
+
+@pytest.fixture
+def sockdir():
+    """The socket's directory as docs/maps.md says: mode 0750, group postfix."""
+    path = Path(tempfile.mkdtemp(prefix="popbsmtp-run-", dir="/tmp"))
+    os.chown(path, -1, grp.getgrnam("postfix").gr_gid)
+    path.chmod(0o750)
+    yield path
+    for name in os.listdir(path):
+        os.unlink(path / name)
+    path.rmdir()
+
+
+def code(postfix: PostfixInstance, client: str, rcpt: str = REMOTE) -> int:
+    return postfix.xclient_status(client, rcpt)[0]
+
+
+def test_exact_grants_expire_and_a_stopped_daemon_defers_only_relaying(pf_tmp, sockdir):
+    table = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
+    config = write_config(pf_tmp, map=table, grace="4s")
+    logfile = pf_tmp / "mail.log"
+    append(logfile, noise())
+    daemon = Daemon(config).start()
+    restrictions = documented_order(table)
+    with PostfixInstance(
+        pf_tmp / "postfix", table, relay_restrictions=restrictions, xclient=True
+    ) as postfix:
+        try:
+            info = os.lstat(sockdir / "socketmap")
+            assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o660
+            assert code(postfix, V4) == 554 and code(postfix, V6) == 554
+
+            append(logfile, dovecot_login(V4) + dovecot_login(V6))
+            wait_for(lambda: code(postfix, V4) == 250, timeout=2, what="IPv4 client relays")
+            wait_for(lambda: code(postfix, V6) == 250, timeout=2, what="IPv6 client relays")
+            # Exact: the neighbour whose file-table partial key would be V6 is refused.
+            assert code(postfix, V6_NEIGHBOUR) == 554
+            assert postmap_query(V4, table) == "OK"
+            assert postmap_query(V6, table) == "OK"
+            assert postmap_query(V6_NEIGHBOUR, table) is None
+            assert postmap_query("unknown", table) is None
+
+            wait_for(
+                lambda: code(postfix, V4) == 554 and code(postfix, V6) == 554,
+                timeout=10,
+                interval=0.1,
+                what="both refused after expiry",
+            )
+            append(logfile, dovecot_login(V4))
+            wait_for(lambda: code(postfix, V4) == 250, timeout=2, what="IPv4 granted again")
+        finally:
+            status = daemon.stop()
+        assert status == 0, daemon.log()
+        assert not (sockdir / "socketmap").exists()  # fail closed: nobody answers now
+
+        # Daemon down: relaying waits (4xx, the client retries), even for a
+        # client that was granted; mail to a local domain still flows.
+        remote, text = postfix.xclient_status(V4, REMOTE)
+        assert 400 <= remote < 500, text
+        assert 400 <= code(postfix, "203.0.113.9", REMOTE) < 500
+        assert 400 <= code(postfix, V6, REMOTE) < 500
+        assert code(postfix, "203.0.113.9", LOCAL) == 250
+        assert code(postfix, V6_NEIGHBOUR, LOCAL) == 250
+    assert "expired " + V4 in daemon.log()
+
+
+def test_check_before_permit_auth_destination_defers_local_mail_too(pf_tmp, sockdir):
+    """Why the order matters: with the socketmap asked first, a stopped
+    daemon also holds up mail for local users."""
+    table = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
+    naive = f"permit_mynetworks, check_client_access {table}, reject_unauth_destination"
+    with PostfixInstance(pf_tmp / "postfix", table, relay_restrictions=naive, xclient=True) as pf:
+        local, text = pf.xclient_status("203.0.113.9", LOCAL)
+        assert 400 <= local < 500, text
+        assert 400 <= code(pf, "203.0.113.9", REMOTE) < 500
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_loopback_inet_socketmap_answers_postmap(pf_tmp, host):
+    port = free_port(host)
+    shown = f"[{host}]" if ":" in host else host
+    table = f"socketmap:inet:{shown}:{port}:popbsmtp"
+    config = write_config(pf_tmp, map=table, grace="60s")
+    append(pf_tmp / "mail.log", noise())
+    with Daemon(config) as daemon:
+        append(pf_tmp / "mail.log", dovecot_login(V6))
+        daemon.wait_log(f"granted {V6}")
+        wait_for(lambda: postmap_query(V6, table) == "OK", timeout=2, what="postmap -q via inet")
+        assert postmap_query(V6_NEIGHBOUR, table) is None
+        assert postmap_query(V4, table) is None
+        assert daemon.stop() == 0
+
+
+def test_unsafe_socket_directory_stops_the_start(pf_tmp, sockdir):
+    sockdir.chmod(0o755)
+    config = write_config(pf_tmp, map=f"socketmap:unix:{sockdir}/socketmap:popbsmtp")
+    result = popbsmtp("run", "--foreground", "--config", str(config), check=False)
+    assert result.returncode != 0
+    assert f"socket directory {sockdir} has mode 0755" in result.stderr
+    assert not (sockdir / "socketmap").exists()
+
+
+def test_remote_address_refused_in_the_config(pf_tmp):
+    config = write_config(pf_tmp, map="socketmap:inet:0.0.0.0:8461:popbsmtp")
+    result = popbsmtp("check-config", "--config", str(config), check=False)
+    assert result.returncode == 78, result.stderr
+    assert "loopback" in result.stderr
