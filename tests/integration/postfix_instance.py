@@ -155,9 +155,7 @@ smtpd_client_connection_rate_limit = 0
             smtp.rset()
             return int(code)
 
-    def xclient_status(
-        self, client: str, rcpt: str = "user@remote.example"
-    ) -> Tuple[int, str]:
+    def xclient_status(self, client: str, rcpt: str = "user@remote.example") -> Tuple[int, str]:
         """RCPT TO's reply as smtpd gives it to ``client`` (any IPv4 or IPv6
         address, named via XCLIENT); needs ``xclient = True``."""
         addr = f"IPV6:{client}" if ":" in client else client
