@@ -89,6 +89,8 @@ class _Connection:
     deadline: float
     inbox: bytearray = field(default_factory=bytearray)
     outbox: bytearray = field(default_factory=bytearray)
+    in_request: bool = False  # part of a request came: its deadline runs
+    writing: bool = False  # registered for EVENT_WRITE (a reply did not fit at once)
 
 
 class SocketmapServer:
@@ -203,17 +205,28 @@ class SocketmapServer:
             del conn.inbox[:used]
             conn.outbox += encode(reply_for(request, self.answer))
             self.served += 1
-        now = time.monotonic()
-        # Half a request must be finished soon; a quiet connection may idle longer.
-        conn.deadline = now + (self.request_timeout if conn.inbox else self.idle_timeout)
+        # A request must be finished within request_timeout of its first byte
+        # (trickling one byte at a time buys nothing); a quiet connection idles longer.
+        if not conn.inbox:
+            conn.in_request = False
+            conn.deadline = time.monotonic() + self.idle_timeout
+        elif not conn.in_request:
+            conn.in_request = True
+            conn.deadline = time.monotonic() + self.request_timeout
         if len(conn.outbox) > MAX_UNSENT:
             raise NetstringError("client does not read its replies")
 
     def _send(self, conn: _Connection) -> None:
-        sent = conn.sock.send(conn.outbox)
+        try:
+            sent = conn.sock.send(conn.outbox)
+        except (BlockingIOError, InterruptedError):
+            sent = 0  # its buffer is full: wait until it can take more
         del conn.outbox[:sent]
-        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbox else 0)
-        self._selector.modify(conn.sock, wanted, conn)
+        writing = bool(conn.outbox)
+        if writing != conn.writing:  # the usual reply fits at once: no extra syscall
+            conn.writing = writing
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+            self._selector.modify(conn.sock, wanted, conn)
 
     def _expire(self, now: float) -> None:
         late: List[_Connection] = [c for c in self._conns.values() if c.deadline <= now]

@@ -127,6 +127,7 @@ class Writer(MapWriter):
     """Publish snapshots of the grants and answer lookups from them."""
 
     expiring = True
+    partial_lookups = False  # Postfix asks a socketmap for the full address only
 
     def __init__(self, spec: MapSpec, value: str, options: MapOptions = _DEFAULTS) -> None:
         super().__init__(spec, value, options)

@@ -298,6 +298,24 @@ def test_stalled_garbage_and_huge_clients(server):
     wait_for(lambda: served.served >= 5, timeout=2, what="requests counted")
 
 
+def test_trickling_a_request_does_not_extend_its_deadline(server):
+    _, path = server
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(5)
+    sock.connect(path)
+    with sock:
+        started = time.monotonic()
+        sock.sendall(b"500:")
+        for _ in range(20):  # one byte every 0.1 s, never a whole request
+            try:
+                sock.sendall(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.1)
+        assert _closed_by_server(sock)
+        assert time.monotonic() - started < 1.5  # request_timeout 0.5 s from the first byte
+
+
 def test_a_request_in_pieces_is_answered(server):
     _, path = server
     sock = socket.socket(socket.AF_UNIX)
@@ -325,3 +343,21 @@ def test_grant_table_reports_moved_expiries():
     table.remove("192.0.2.2")
     assert table.take_retimed() == {"192.0.2.1": 110.0}
     assert table.take_retimed() == {}
+
+
+def test_a_client_that_does_not_read_is_dropped_others_answered(server):
+    _, path = server
+    greedy = socket.socket(socket.AF_UNIX)
+    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    greedy.settimeout(5)
+    greedy.connect(path)
+    with greedy:
+        request = encode(b"pbs 192.0.2.1") * 100
+        dropped = False
+        try:
+            for _ in range(3000):  # up to ~2.7 MB of replies it never reads
+                greedy.sendall(request)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            dropped = True
+        assert ask(path, b"pbs 192.0.2.2") == [b"OK yes"]  # the others are answered
+        assert dropped
