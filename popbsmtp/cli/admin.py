@@ -60,6 +60,8 @@ def _offline(settings: Settings, request: Dict[str, Any]) -> None:
     state.save(Snapshot(table.iter_rows(), snap.position, snap.extra))
     for path, _ in pending:
         control.done(path)
+    if settings.map.served:
+        return  # a socketmap exists only while the daemon runs; it starts from this state
     writer = writer_for(settings)
     try:
         writer.replace(table.keys())

@@ -139,3 +139,15 @@ def test_remote_address_refused_in_the_config(pf_tmp):
     result = popbsmtp("check-config", "--config", str(config), check=False)
     assert result.returncode == 78, result.stderr
     assert "loopback" in result.stderr
+
+
+def test_add_while_stopped_is_answered_once_the_daemon_runs(pf_tmp, sockdir):
+    table = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
+    config = write_config(pf_tmp, map=table)
+    append(pf_tmp / "mail.log", noise())
+    popbsmtp("add", V6, "--for", "5m", "--config", str(config))
+    assert not (sockdir / "socketmap").exists()  # nothing serves while the daemon is down
+    with Daemon(config) as daemon:
+        assert postmap_query(V6, table) == "OK"
+        assert postmap_query(V6_NEIGHBOUR, table) is None
+        assert daemon.stop() == 0

@@ -361,3 +361,39 @@ def test_a_client_that_does_not_read_is_dropped_others_answered(server):
             dropped = True
         assert ask(path, b"pbs 192.0.2.2") == [b"OK yes"]  # the others are answered
         assert dropped
+
+
+def test_the_core_loop_publishes_extensions_and_removals(tmp_path, sockdir):
+    """Service → keeper → socketmap: an extended grant answers OK past its first expiry."""
+    from support import append, dovecot_login, write_config
+
+    from popbsmtp import config
+    from popbsmtp.daemon.service import Service
+
+    clock = Clock()
+    clock.now = time.time()
+    table = f"socketmap:unix:{sockdir}/sock:pbs"
+    settings = config.load(str(write_config(tmp_path, grace="60s", map=table)))
+    svc = Service(settings, clock=clock)
+    log = tmp_path / "mail.log"
+    append(log, dovecot_login("2001:db8::9", clock.now - 50))  # 10 s left
+    svc.start()
+    try:
+        writer = svc.keeper.writer
+        assert isinstance(writer, Writer)
+        writer.clock = clock
+        path = str(sockdir / "sock")
+        first = svc.table.get("2001:db8::9").expires
+        assert writer.snapshot.expiry("2001:db8::9") == first
+        clock.now += 5
+        append(log, dovecot_login("2001:db8::9", clock.now))  # extended: no map change
+        svc.step()
+        assert writer.snapshot.expiry("2001:db8::9") == svc.table.get("2001:db8::9").expires
+        clock.now = first + 1  # past the first expiry, before the step expires anything
+        assert ask(path, b"pbs 2001:db8::9") == [b"OK OK"]
+        assert svc.table.remove("2001:db8::9")
+        svc.step()
+        assert ask(path, b"pbs 2001:db8::9") == [b"NOTFOUND "]
+    finally:
+        svc.shutdown()
+    assert not (sockdir / "sock").exists()
