@@ -55,7 +55,9 @@ class MapKeeper:
         try:
             self.writer = writer_for(self.settings, self.dry_run)
         except MapError as exc:
-            raise StartupError(str(exc)) from None
+            failure = StartupError(str(exc))
+            failure.exit_code = exc.exit_code  # an unsafe setup (EX_CONFIG) stays one
+            raise failure from None
 
     def describe(self) -> str:
         return "memory (dry run)" if self.dry_run else str(self.settings.map)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Collection, Dict, Mapping, NamedTuple, Optional, Set
 
-from popbsmtp.errors import ConfigError, MapError
+from popbsmtp.errors import EXIT_CONFIG, ConfigError, MapError
 from popbsmtp.maps import MapOptions, MapSpec, MapWriter
 from popbsmtp.maps._socketserver import SocketmapServer, unlink_socket
 
@@ -75,6 +75,12 @@ def parse_endpoint(text: str) -> Endpoint:
     return Endpoint("inet", host=host, port=port, name=inet.group(3))
 
 
+class UnsafeSocket(MapError):
+    """The socket's place is not private: fix the setup, retrying will not help."""
+
+    exit_code = EXIT_CONFIG
+
+
 class Snapshot(NamedTuple):
     """Key → expiry (epoch seconds), never changed after publication.
 
@@ -104,20 +110,20 @@ def check_socket_directory(directory: str) -> None:
     try:
         info = os.stat(directory)
     except OSError as exc:
-        raise MapError(
+        raise UnsafeSocket(
             f"socket directory {directory}: {exc.strerror}; create it: "
             f"install -d -m 0750 -o popbsmtp -g postfix {directory}"
         ) from None
     mode = stat.S_IMODE(info.st_mode)
     if not stat.S_ISDIR(info.st_mode):
-        raise MapError(f"socket directory {directory} is not a directory")
+        raise UnsafeSocket(f"socket directory {directory} is not a directory")
     if info.st_uid not in (os.geteuid(), 0):
-        raise MapError(
+        raise UnsafeSocket(
             f"socket directory {directory} belongs to uid {info.st_uid}, not to the daemon's "
             f"user (uid {os.geteuid()}) or root; fix with: chown popbsmtp {directory}"
         )
     if mode & 0o027:
-        raise MapError(
+        raise UnsafeSocket(
             f"socket directory {directory} has mode {mode:04o}: others may reach it or the "
             f"group may write it; fix with: chmod 0750 {directory} (group postfix)"
         )
@@ -178,7 +184,9 @@ class Writer(MapWriter):
         gid = self._group()
         if os.path.lexists(point.path):
             if not stat.S_ISSOCK(os.lstat(point.path).st_mode):
-                raise MapError(f"{point.path} exists and is not a socket; refusing to replace it")
+                raise UnsafeSocket(
+                    f"{point.path} exists and is not a socket; refusing to replace it"
+                )
             unlink_socket(point.path)  # left by a daemon that died; ours now
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # never reachable by anyone else, even for a moment
@@ -202,7 +210,7 @@ class Writer(MapWriter):
         try:
             return grp.getgrnam(name).gr_gid
         except KeyError:
-            raise MapError(f"map_group: unknown group {name!r} for the socket") from None
+            raise UnsafeSocket(f"map_group: unknown group {name!r} for the socket") from None
 
     def retime(self, expiries: Mapping[str, float]) -> None:
         self._publish(dict(expiries))

@@ -129,7 +129,7 @@ def test_unsafe_socket_directory_stops_the_start(pf_tmp, sockdir):
     sockdir.chmod(0o755)
     config = write_config(pf_tmp, map=f"socketmap:unix:{sockdir}/socketmap:popbsmtp")
     result = popbsmtp("run", "--foreground", "--config", str(config), check=False)
-    assert result.returncode != 0
+    assert result.returncode == 78, result.stderr  # EX_CONFIG, as for a bad configuration
     assert f"socket directory {sockdir} has mode 0755" in result.stderr
     assert not (sockdir / "socketmap").exists()
 
@@ -150,4 +150,18 @@ def test_add_while_stopped_is_answered_once_the_daemon_runs(pf_tmp, sockdir):
     with Daemon(config) as daemon:
         assert postmap_query(V6, table) == "OK"
         assert postmap_query(V6_NEIGHBOUR, table) is None
+        assert daemon.stop() == 0
+
+
+def test_a_removed_socket_is_made_again(pf_tmp, sockdir):
+    table = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
+    config = write_config(pf_tmp, map=table, grace="5m", poll_interval="1s")
+    append(pf_tmp / "mail.log", noise())
+    with Daemon(config) as daemon:
+        append(pf_tmp / "mail.log", dovecot_login(V4))
+        wait_for(lambda: postmap_query(V4, table) == "OK", timeout=3, what="granted")
+        os.unlink(sockdir / "socketmap")
+        daemon.wait_log("vanished or was replaced", timeout=10)
+        wait_for(lambda: (sockdir / "socketmap").exists(), timeout=5, what="socket again")
+        assert postmap_query(V4, table) == "OK"
         assert daemon.stop() == 0
