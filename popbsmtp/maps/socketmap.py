@@ -129,6 +129,17 @@ def check_socket_directory(directory: str) -> None:
         )
 
 
+def _answering(path: str) -> bool:
+    """Whether a live server accepts connections on ``path`` (a stale socket refuses)."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 class Writer(MapWriter):
     """Publish snapshots of the grants and answer lookups from them."""
 
@@ -187,9 +198,12 @@ class Writer(MapWriter):
                 raise UnsafeSocket(
                     f"{point.path} exists and is not a socket; refusing to replace it"
                 )
+            if _answering(point.path):
+                raise MapError(f"another server answers on {point.path}")
             unlink_socket(point.path)  # left by a daemon that died; ours now
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # never reachable by anyone else, even for a moment
+        # No umask dance (it is process-wide, other threads run): the private
+        # directory keeps others out until the mode and group are set.
         try:
             sock.bind(point.path)
             os.chown(point.path, -1, gid)
@@ -197,8 +211,6 @@ class Writer(MapWriter):
         except OSError as exc:
             sock.close()
             raise MapError(f"cannot create the socket {point.path}: {exc}") from None
-        finally:
-            os.umask(old)
         self._inode = os.lstat(point.path).st_ino
         sock.listen(128)
         return sock

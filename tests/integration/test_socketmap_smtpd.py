@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grp
 import os
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -165,3 +166,24 @@ def test_a_removed_socket_is_made_again(pf_tmp, sockdir):
         wait_for(lambda: (sockdir / "socketmap").exists(), timeout=5, what="socket again")
         assert postmap_query(V4, table) == "OK"
         assert daemon.stop() == 0
+
+
+def test_a_killed_daemon_answers_nothing_and_a_restart_takes_the_socket_back(pf_tmp, sockdir):
+    table = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
+    config = write_config(pf_tmp, map=table, grace="5m")
+    append(pf_tmp / "mail.log", noise())
+    daemon = Daemon(config).start()
+    append(pf_tmp / "mail.log", dovecot_login(V4))
+    wait_for(lambda: postmap_query(V4, table) == "OK", timeout=3, what="granted")
+    daemon.stop(signal.SIGKILL)
+    assert (sockdir / "socketmap").exists()  # left behind, but nobody listens on it
+    with pytest.raises(AssertionError, match="Connection refused"):
+        postmap_query(V4, table)
+    # A second daemon (another state_dir) must not steal a live socket.
+    with Daemon(config) as again:
+        (pf_tmp / "other").mkdir()
+        other = write_config(pf_tmp / "other", map=table, logfile=pf_tmp / "mail.log")
+        result = popbsmtp("run", "--foreground", "--config", str(other), check=False)
+        assert result.returncode != 0 and "another server answers on" in result.stderr
+        assert postmap_query(V4, table) == "OK"  # the saved grant, served again
+        assert again.stop() == 0
