@@ -34,17 +34,6 @@ def bare_loop(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def without_extension() -> None:
-    """What an install without a C compiler runs: the pure-Python search, count and split."""
-    from popbsmtp.parse import envelope as syslog
-    from popbsmtp.parse import matcher
-    from popbsmtp.sources import generation
-
-    matcher._one_pass = None
-    generation.newlines = lambda block: block.count(b"\n")
-    syslog._SPLITTERS.update(syslog.REGEX_SPLITTERS)
-
-
 def full_path(source: Path, lines: int, profiles: str) -> Dict[str, float]:
     from popbsmtp.daemon.service import Service
 
@@ -79,16 +68,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--style", default="rfc3339")
     parser.add_argument("--profiles", default="auto", help="the profiles option (default auto)")
     parser.add_argument(
-        "--pure-python",
-        action="store_true",
-        help="measure without the C extension (as installed without a compiler)",
-    )
-    parser.add_argument(
         "--log", type=Path, default=None, help="use this log (made if missing; must be fresh)"
     )
     args = parser.parse_args(argv)
-    if args.pure_python:
-        without_extension()
     base = workdir("tp-input")
     try:
         path = args.log or base / "mail.log"
@@ -106,8 +88,7 @@ def main(argv: List[str]) -> int:
         emit(
             [
                 {
-                    "measure": f"throughput, full path ({args.profiles}, {args.style}, lmdb"
-                    + (", no C extension)" if args.pure_python else ")"),
+                    "measure": f"throughput, full path ({args.profiles}, {args.style}, lmdb)",
                     "value": f"{args.lines / best_full:,.0f} lines/s, "
                     f"{size / best_full / 1e6:,.0f} MB/s",
                     "detail": f"{best_full:.3f} s for {args.lines:,} lines; "

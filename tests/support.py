@@ -74,6 +74,21 @@ def write_config(directory: Path, **options: object) -> Path:
     return path
 
 
+def successful_logins_seen(events: list) -> set:
+    """Addresses of login events ``popbsmtp test --json`` granted, checking on the way
+    that each refused IPv6 login was refused only because its compressed key would
+    reach its neighbours in an lmdb table (the default ``ipv6_scope = exact``)."""
+    granted, ipv6 = set(), set()
+    for event in events:
+        if event["event"] != "login":
+            continue
+        if event["ignored"] is None:
+            granted.add(event["ip"])
+        elif event["ignored"].startswith("IPv6 key") and "::" in event["ip"]:
+            ipv6.add(event["ip"])
+    return granted | ipv6
+
+
 def rfc3339(stamp: Optional[float] = None) -> str:
     stamp = time.time() if stamp is None else stamp
     frac = f"{stamp % 1:.6f}"[1:]

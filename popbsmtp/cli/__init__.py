@@ -19,7 +19,7 @@ from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
-from popbsmtp.policy import Policy
+from popbsmtp.policy import ipv6_exact_only, ipv6_refusal, policy_for
 from popbsmtp.profiles import registry, select
 
 log = logging.getLogger("popbsmtp")
@@ -110,8 +110,13 @@ def _key(text: str) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    request = {"op": "add", "ip": _key(args.ip), "grace": args.for_ and duration(args.for_)}
-    who = admin.perform(_settings(args), request)
+    ip = _key(args.ip)
+    request = {"op": "add", "ip": ip, "grace": args.for_ and duration(args.for_)}
+    settings = _settings(args)
+    refused = ipv6_refusal(ip, ipv6_exact_only(settings))
+    if refused:
+        raise PopbsmtpError(f"not added: {refused}")
+    who = admin.perform(settings, request)
     print(f"added {request['ip']} ({who})")
     return EXIT_OK
 
@@ -137,7 +142,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
-    policy = Policy(settings.grace, settings.max_session, ignored, matcher.profiles)
+    policy = policy_for(settings, ignored, matcher.profiles)
     now = time.time() if args.now is None else _parse_now(args.now)
     source = args.file or settings.logfile
     with open_input(source, sys.stdin.buffer) as handle:

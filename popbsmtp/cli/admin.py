@@ -37,6 +37,11 @@ def perform(settings: Settings, request: Dict[str, Any]) -> str:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if not os.path.exists(path):
+            if os.path.exists(control.rejected(path)):
+                raise PopbsmtpError(
+                    f"the daemon refused the request (its log says why); it is set aside "
+                    f"as {control.rejected(path)}"
+                )
             return "daemon"
         time.sleep(0.02)  # polling for another process; there is no event to wait on
     raise PopbsmtpError(
@@ -46,6 +51,10 @@ def perform(settings: Settings, request: Dict[str, Any]) -> str:
 
 
 def _offline(settings: Settings, request: Dict[str, Any]) -> None:
+    try:
+        control.check_request(request)  # the same limits the daemon applies
+    except ValueError as exc:
+        raise PopbsmtpError(f"refused: {exc}") from None
     state = StateFile(settings.state_dir)
     snap = state.load()
     now = time.time()

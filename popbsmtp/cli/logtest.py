@@ -96,6 +96,7 @@ def run_test(
         "lines": lines.stats.lines,
         "candidates": stats.candidates,
         "unparseable": stats.unparseable,
+        "suspect": stats.suspect,
         "overlong": lines.stats.overlong + stats.overlong,
         "matched": dict(sorted(stats.matched.items())),
         "profiles_matched": sorted({k.split("/")[0] for k in stats.matched}),
@@ -166,6 +167,11 @@ def _print_summary(out: TextIO, summary: Dict[str, Any]) -> None:
         f"\nLines read: {summary['lines']}, candidates: {summary['candidates']}, "
         f"unparseable: {summary['unparseable']}, overlong: {summary['overlong']}\n"
     )
+    if summary["suspect"]:
+        out.write(
+            f"Login lines refused as suspect (a form the server's version never writes): "
+            f"{summary['suspect']}\n"
+        )
     if summary["matched"]:
         out.write("Matched per rule:\n")
         for rule, count in summary["matched"].items():

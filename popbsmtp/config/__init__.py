@@ -70,8 +70,10 @@ SCHEMA: Tuple[Option, ...] = (
         "log_format",
         kinds.log_format,
         "auto",
-        "Log line format: auto, rfc3164 (Nov 27 04:48:08 host prog: ...), rfc3339,"
-        " rfc5424, dovecot (Dovecot's own log_path), qpopper (its trace file) or apple.",
+        "Log line format: auto (the syslog formats, decided for each line), rfc3164"
+        " (Nov 27 04:48:08 host prog: ...), rfc3339, rfc5424, or a server's own log file:"
+        " dovecot (Dovecot's log_path), qpopper (its trace file) or apple; auto never reads"
+        " those three.",
     ),
     Option(
         "profiles",
@@ -121,10 +123,20 @@ SCHEMA: Tuple[Option, ...] = (
         " group, which Postfix must be in (empty: postfix).",
     ),
     Option(
+        "ipv6_scope",
+        kinds.choice("exact", "neighbours"),
+        "exact",
+        "exact: an IPv6 client is entered only where its grant covers that one address:"
+        " always in a socketmap: table; in a table Postfix also searches by partial keys"
+        " (lmdb, hash, btree, cdb, pgsql) only when its address has all eight groups"
+        " written out, other IPv6 logins are refused and logged.  neighbours: enter them"
+        " anyway; a grant of P::S then also lets every address written P::S:... relay.",
+    ),
+    Option(
         "grace",
         kinds.duration,
         "30m",
-        "How long a client may relay after its login (s, m, h, e.g. 30m).",
+        "How long a client may relay after its login (s, m, h, d, e.g. 30m; at most 30d).",
     ),
     Option(
         "max_session",
@@ -194,6 +206,7 @@ class Settings:
     map_mode: int
     map_owner: str
     map_group: str
+    ipv6_scope: str
     grace: float
     max_session: float
     ignore_networks: str
@@ -316,9 +329,21 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
     return Settings(**values, sources=MappingProxyType(sources), raw=MappingProxyType(texts))
 
 
-def render_default_config() -> str:
-    """The shipped ``popbsmtp.conf``: every option, commented, at its default."""
+#: What the packages (RPM, .deb) set in the popbsmtp.conf they ship: a table in
+#: the directory they create for the service user, so that the first start
+#: works (the built-in default lies in /etc/postfix, which that user cannot write).
+PACKAGED: Dict[str, str] = {"map": "lmdb:/etc/postfix/popbsmtp/clients"}
+
+
+def render_default_config(packaged: Optional[Dict[str, str]] = None) -> str:
+    """The shipped ``popbsmtp.conf``: every option, commented, at its default.
+
+    ``packaged`` (default :data:`PACKAGED`) are set for real after their
+    commented default, each marked as the package's choice.
+    """
     import textwrap
+
+    packaged = PACKAGED if packaged is None else packaged
 
     out = [
         "# popbsmtp configuration.  Every option is shown commented out at its",
@@ -332,4 +357,7 @@ def render_default_config() -> str:
         shown = opt.default if isinstance(opt.default, str) else opt.example
         out += ["", *textwrap.wrap(opt.help, 76, initial_indent="# ", subsequent_indent="# ")]
         out.append(f"#{opt.name} = {shown}".rstrip())
+        if opt.name in packaged:
+            out += ["# Set by the package (its directory is made for the service user):"]
+            out.append(f"{opt.name} = {packaged[opt.name]}")
     return "\n".join(out) + "\n"

@@ -95,7 +95,7 @@ def distro_name(text: str) -> str:
     name = word.partition(":")[0]
     if word != "auto" and name not in KNOWN_DISTROS:
         raise ValueError(
-            f"unknown distro {text.strip()!r}; known: auto, {', '.join(KNOWN_DISTROS)}"
+            f"unknown distro {text.strip()[:40]!r}; known: auto, {', '.join(KNOWN_DISTROS)}"
         )
     return word
 

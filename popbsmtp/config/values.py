@@ -5,27 +5,43 @@ The messages are what the administrator reads after ``file:line: key:``.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable, List
 
-from popbsmtp.maps import MapSpec
+from popbsmtp.maps import MapSpec, known_types
 from popbsmtp.parse.envelope import FORMATS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Every number is bounded: a grace of 400 nines would be infinity, and the
+# first expiry computed from it an OverflowError at every start.
+MAX_DURATION = 30 * 86400.0  # grace, max_session, poll_interval, add --for
+MAX_WHOLE = 10_000_000  # max_entries, max_line_length
+MAX_PATH = 4096  # PATH_MAX
+_SHOWN = 40  # characters of a bad value quoted back in a message
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for an error message, cut short: a message never echoes a file."""
+    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
 
 
 def duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``1h``, ``1h30m`` → seconds (must be > 0)."""
+    """``90``, ``90s``, ``30m``, ``1h``, ``1h30m``, ``2d`` → seconds (> 0, at most 30 days)."""
     text = text.strip().lower()
+    if len(text) > 64:
+        raise ValueError(f"{shown(text)} is too long for a duration (at most 30d)")
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         total = float(text)
     else:
         parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([smhd])", text)
         if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-            raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 30m, 1h, 1h30m)")
+            raise ValueError(f"{shown(text)} is not a duration (use e.g. 90s, 30m, 1h, 1h30m)")
         total = sum(float(n) * _UNITS[u] for n, u in parts)
     if total <= 0:
         raise ValueError("a duration must be greater than zero")
+    if not math.isfinite(total) or total > MAX_DURATION:
+        raise ValueError(f"{shown(text)} is longer than the most allowed, 30d")
     return total
 
 
@@ -37,21 +53,25 @@ def format_duration(seconds: float) -> str:
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", text):  # ASCII digits: int() takes others too
+        raise ValueError(f"{shown(text)} is not a whole number")
+    value = int(text)
     if value <= 0:
         raise ValueError("must be greater than zero")
+    if value > MAX_WHOLE:
+        raise ValueError(f"{value} is more than the most allowed, {MAX_WHOLE}")
     return value
 
 
 def absolute_path(text: str) -> str:
     text = text.strip()
     if not text.startswith("/"):
-        raise ValueError(f"{text!r} is not an absolute path")
+        raise ValueError(f"{shown(text)} is not an absolute path")
     if "\0" in text:
         raise ValueError("a path cannot contain NUL")
+    if len(text.encode("utf-8", "surrogateescape")) >= MAX_PATH:
+        raise ValueError(f"the path is longer than {MAX_PATH - 1} bytes")
     return text
 
 
@@ -63,10 +83,25 @@ def word_list(text: str) -> List[str]:
 
 
 def map_spec(text: str) -> MapSpec:
+    """``TYPE:/path`` of a table type popbsmtp can write (Postfix's own list is
+    checked at start, by :func:`popbsmtp.maps.writer_class`)."""
     try:
-        return MapSpec.parse(text)
+        spec = MapSpec.parse(text)
     except Exception as exc:  # ConfigError from MapSpec.parse
-        raise ValueError(str(exc)) from None
+        if text.strip().startswith("socketmap:"):
+            raise ValueError(str(exc)) from None  # says what a socketmap endpoint must be
+        raise ValueError(
+            f"{shown(text.strip())} is not a Postfix table TYPE:/absolute/path"
+        ) from None
+    known = known_types()
+    if spec.type not in known:
+        raise ValueError(
+            f"table type {spec.type!r} is not supported; supported: "
+            + ", ".join(k for k in known if k != "memory")
+        )
+    if not spec.served:  # a socketmap endpoint was checked by MapSpec.parse
+        absolute_path(spec.path)
+    return spec
 
 
 def map_value(text: str) -> str:
@@ -81,7 +116,7 @@ def file_mode(text: str) -> int:
     try:
         mode = int(text.strip(), 8)
     except ValueError:
-        raise ValueError(f"{text!r} is not an octal mode such as 0644") from None
+        raise ValueError(f"{shown(text)} is not an octal mode such as 0644") from None
     if mode & 0o022 or mode & ~0o777:
         raise ValueError(f"mode {mode:04o} is group/world-writable or has special bits")
     return mode
@@ -91,7 +126,7 @@ def choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         text = text.strip().lower()
         if text not in allowed:
-            raise ValueError(f"{text!r} is not one of: {', '.join(allowed)}")
+            raise ValueError(f"{shown(text)} is not one of: {', '.join(allowed)}")
         return text
 
     parse.__name__ = "choice"
@@ -108,7 +143,7 @@ def log_target(value: str) -> str:
     if value.lower() in ("auto", "syslog", "stderr"):
         return value.lower()
     if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not auto, syslog, stderr or an absolute file path")
+        raise ValueError(f"{shown(value)} is not auto, syslog, stderr or an absolute file path")
     return absolute_path(value)
 
 

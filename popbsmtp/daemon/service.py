@@ -28,12 +28,13 @@ from popbsmtp.grants import GrantTable, control
 from popbsmtp.grants.control import MANUAL, apply_request
 from popbsmtp.grants.saver import Saver
 from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.maps import partial_lookups
 from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.maps.keeper import MapKeeper
 from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
 from popbsmtp.parse.envelope import EnvelopeParser
 from popbsmtp.parse.matcher import Login, Matcher
-from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
+from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, apply, policy_for
 from popbsmtp.profiles import select
 from popbsmtp.sources.tail import FileTail
 from popbsmtp.sources.watch import Watcher
@@ -96,7 +97,7 @@ class Service:
             settings.ignore_networks, postconf_dir=settings.postfix_config_dir
         )
         self.table = GrantTable(settings.max_entries)
-        self.policy = Policy(settings.grace, settings.max_session, ignored, self.matcher.profiles)
+        self.policy = policy_for(settings, ignored, self.matcher.profiles)
         # Sees every decision as it is applied (tests compare it with `popbsmtp test`).
         self.on_decision: Optional[Callable[[Decision], None]] = None
         self.state = StateFile(settings.state_dir)
@@ -139,6 +140,12 @@ class Service:
         _release_memory()
         self._save(force=True)
         self.started = self.clock()
+        if self.settings.ipv6_scope == "neighbours" and partial_lookups(self.settings.map.type):
+            log.warning(
+                "ipv6_scope = neighbours: an IPv6 grant of P::S also lets every address"
+                " written P::S:... relay in %s (docs/maps.md)",
+                self.settings.map,
+            )
         log.info(
             "following %s; %d clients authorized in %s",
             self.settings.logfile,
@@ -344,7 +351,9 @@ class Service:
         dry = "[dry run] " if self.dry_run else ""
         kind, ip, rule = decision.kind, decision.ip, decision.event.rule_id
         grant = self.table.get(ip) if applied and ip is not None else None
-        if kind == REFUSE:
+        if kind == REFUSE and (decision.reason or "").startswith("IPv6 key"):
+            log.info("%snot granting %s (%s): %s", dry, ip, rule, decision.reason)
+        elif kind == REFUSE:
             log.debug(
                 "%snot granting %s (%s): %s", dry, decision.event.raw_ip, rule, decision.reason
             )
@@ -387,7 +396,9 @@ class Service:
             "lines_read": self.tail.stats.lines,
             "candidates": stats.candidates,
             "unparseable": stats.unparseable,
+            "suspect": stats.suspect,
             "overlong": self.tail.stats.overlong,
+            "torn": self.tail.stats.torn,
             "matched": dict(stats.matched),
             "grants_active": len(self.table),
             "map_writes": self.keeper.writes,

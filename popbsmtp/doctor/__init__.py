@@ -30,11 +30,9 @@ from popbsmtp.doctor.probes import (
     unreadable_by,
 )
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.maps import MapSpec, writer_class
+from popbsmtp.maps import MapSpec, partial_lookups, writer_class
 from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
-from popbsmtp.parse import envelope as syslog
-from popbsmtp.parse import matcher
 from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
 from popbsmtp.profiles import LOGIN, registry
@@ -60,15 +58,14 @@ class Doctor:
         self.table = str(self.spec)
 
     def run(self) -> List[Finding]:
-        speed = check_speedups()
         try:
             types = postfix.supported_types(self.dir)
         except PostfixError as exc:
             fix = "install and configure Postfix, or set postfix_config_dir (--postfix-dir)"
-            return [Finding(ERROR, "postfix", str(exc), fix), speed]
-        found = [speed, *self.check_map(types)]
+            return [Finding(ERROR, "postfix", str(exc), fix)]
+        found = self.check_map(types)
         found += self.check_services()
-        found += [self.check_log(), self.check_networks(), self.check_daemon()]
+        found += [self.check_log(), self.check_networks(), self.check_ipv6(), self.check_daemon()]
         return found
 
     # -- the table -------------------------------------------------------
@@ -110,8 +107,13 @@ class Doctor:
         try:
             check_directory(directory)
         except PopbsmtpError as exc:
-            return Finding(ERROR, "map directory", str(exc), f"chmod go-w {directory}")
-        return Finding(OK, "map directory", f"{directory} is not writable by others")
+            fix = f"chmod go-w {directory}; chown root (or the daemon's user) {directory}"
+            return Finding(ERROR, "map directory", str(exc), fix)
+        return Finding(
+            OK,
+            "map directory",
+            f"{directory} is owned by root or the daemon, not writable by others",
+        )
 
     def _lookup(self) -> Finding:
         grants = live_grants(self.settings.state_dir)
@@ -200,6 +202,24 @@ class Doctor:
         fix = "log in once by POP/IMAP; check logfile; try popbsmtp test"
         return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
 
+    def check_ipv6(self) -> Finding:
+        """How much one IPv6 grant covers in this table type (ipv6_scope)."""
+        kind = self.spec.type
+        if not partial_lookups(kind):
+            return Finding(OK, "ipv6", f"{kind}: is asked for full addresses only: exact")
+        if self.settings.ipv6_scope == "neighbours":
+            why = (
+                f"ipv6_scope = neighbours: in a {kind}: table a grant of P::S also lets every"
+                " address written P::S:... relay (smtpd's partial-key lookups)"
+            )
+            fix = "map = socketmap:... answers exactly; or ipv6_scope = exact"
+            return Finding(WARNING, "ipv6", why, fix)
+        why = (
+            f"{kind}: tables are also searched by partial keys, so IPv6 logins whose address"
+            " is not written out in full (all eight groups) are refused, never entered"
+        )
+        return Finding(OK, "ipv6", why + "; map = socketmap:... would grant them exactly")
+
     def check_networks(self) -> Finding:
         spec = self.settings.ignore_networks
         try:
@@ -217,20 +237,6 @@ class Doctor:
         pid = lock_holder(self.settings.state_dir)
         who = f"pid {pid}, holding {self.settings.state_dir}/lock" if pid else "pid unknown"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
-
-
-def check_speedups() -> Finding:
-    """Say whether the C extensions were built: without them, same answers, slower."""
-    built = {
-        "popbsmtp._needles (one-pass search)": matcher.ACCELERATED,
-        "popbsmtp._envelope (envelope split)": syslog.ACCELERATED,
-    }
-    missing = [name for name, ok in built.items() if not ok]
-    if not missing:
-        return Finding(OK, "speedups", "C extensions " + ", ".join(built))
-    why = f"pure Python: {', '.join(missing)} not built (no C compiler at install)"
-    fix = "reinstall with gcc and the Python headers (Debian python3-dev, RHEL python3-devel)"
-    return Finding(WARNING, "speedups", why, fix)
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:

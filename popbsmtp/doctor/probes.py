@@ -8,6 +8,7 @@ doctor turns the answers into findings.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import grp
 import json
@@ -89,7 +90,13 @@ def lock_holder(state_dir: str) -> Optional[int]:
 
 
 def tail_lines(path: str, count: int) -> List[bytes]:
-    with open(path, "rb") as handle:
+    """The last ``count`` lines of a regular file (OSError for anything else:
+    a FIFO would block, /dev/zero never ends)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    with os.fdopen(fd, "rb") as handle:
         size = handle.seek(0, os.SEEK_END)
         handle.seek(max(0, size - count * 400))
         lines = handle.read().splitlines()

@@ -5,6 +5,9 @@ daemon's watcher wakes the core loop, which applies it, saves state and then
 deletes the file.  The tool waits (with a deadline) for the file to vanish.
 When no daemon holds the state lock, the tool applies the request itself.
 Requests left behind (daemon stopped meanwhile) are applied at next start.
+A request that cannot be applied (too big, too deeply nested, not ours, a
+bad address or length) is set aside as ``bad-req-…`` with a warning, never
+retried: the tool sees that name and says the request was refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 if TYPE_CHECKING:
     from popbsmtp.grants import GrantTable
 
+from popbsmtp.config.values import MAX_DURATION
 from popbsmtp.errors import StartupError
 from popbsmtp.parse.addresses import postfix_key
 
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 OPS = ("add", "remove", "flush", "save")
 MANUAL = "manual"  # the profile name of grants made by `popbsmtp add`
+MAX_REQUEST = 4096  # bytes; a real request is under 100
+BAD = "bad-"  # prefix of a request set aside
 
 
 def spool_dir(state_dir: str) -> str:
@@ -64,8 +70,14 @@ def submit(state_dir: str, request: Dict[str, Any]) -> str:
     return final
 
 
+def rejected(path: str) -> str:
+    """Where a request queued as ``path`` is set aside when it is refused."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, BAD + name)
+
+
 def pending(state_dir: str) -> List[Tuple[str, Dict[str, Any]]]:
-    """Queued requests, oldest first; unreadable ones are logged and dropped."""
+    """Queued requests, oldest first; bad ones are logged and set aside."""
     directory = spool_dir(state_dir)
     try:
         names = sorted(n for n in os.listdir(directory) if n.startswith("req-"))
@@ -75,19 +87,36 @@ def pending(state_dir: str) -> List[Tuple[str, Dict[str, Any]]]:
     for name in names:
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            with os.fdopen(fd) as handle:
-                _check_owner(os.fstat(fd))
-                request = json.load(handle)
-            _check_request(request)
-            found.append((path, request))
-        except (OSError, ValueError) as exc:
-            log.warning("dropping bad control request %s: %s", path, exc)
-            done(path)
+            found.append((path, _read(path)))
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("setting aside bad control request %s: %s", path, exc)
+            set_aside(path)
     return found
 
 
-def _check_request(request: Any) -> None:
+def _read(path: str) -> Any:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        _check_owner(os.fstat(fd))
+        data = handle.read(MAX_REQUEST + 1)
+    if len(data) > MAX_REQUEST:
+        raise ValueError(f"larger than {MAX_REQUEST} bytes")
+    if data.count(b"[") + data.count(b"{") > 8:  # a request is one flat object
+        raise ValueError("nested too deeply")
+    request = json.loads(data)
+    check_request(request)
+    return request
+
+
+def set_aside(path: str) -> None:
+    """Rename a refused request out of the queue (never retried), or remove it."""
+    try:
+        os.rename(path, rejected(path))
+    except OSError:
+        done(path)
+
+
+def check_request(request: Any) -> None:
     """Defence in depth: the CLI already normalised the address."""
     if not isinstance(request, dict) or request.get("op") not in OPS:
         op = request.get("op") if isinstance(request, dict) else request
@@ -100,9 +129,9 @@ def _check_request(request: Any) -> None:
     if grace is not None and (
         isinstance(grace, bool)
         or not isinstance(grace, (int, float))
-        or not 0 <= grace < 10**9  # also refuses NaN and Infinity, which json accepts
+        or not 0 <= grace <= MAX_DURATION  # also refuses NaN and Infinity, which json accepts
     ):
-        raise ValueError(f"grace {grace!r} is not a number of seconds")
+        raise ValueError(f"grace {grace!r} is not a number of seconds up to 30 days")
 
 
 def _check_owner(info: os.stat_result) -> None:

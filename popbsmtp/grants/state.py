@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from popbsmtp.errors import StartupError
+from popbsmtp.maps._files import owner_problem, trusted_uids
 from popbsmtp.parse.addresses import postfix_key
 from popbsmtp.sources.position import Position
 
@@ -62,9 +63,13 @@ class Snapshot:
 
 
 def ensure_dir(path: str) -> None:
-    """Create ``state_dir`` 0750 and refuse one others can write or a symlink."""
+    """Create ``state_dir`` 0700 and refuse one others can write or own, or a symlink.
+
+    Its grants are loaded as they are: whoever owns the directory could put
+    any address in ``state.json``.
+    """
     with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=0o750)
+        os.makedirs(path, mode=0o700)
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise StartupError(f"state_dir {path} is not a directory (or is a symlink)")
@@ -73,6 +78,9 @@ def ensure_dir(path: str) -> None:
             f"state_dir {path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
             f"fix with: chmod go-w {path}"
         )
+    problem = owner_problem(path)
+    if problem is not None:
+        raise StartupError(f"state_dir {path}: {problem}; fix with: chown root {path}")
 
 
 class StateFile:
@@ -90,10 +98,23 @@ class StateFile:
             return self._set_aside(exc)
         try:
             with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode):
                     raise ValueError("not a regular file")
+                if info.st_uid not in trusted_uids():
+                    raise ValueError(f"owned by uid {info.st_uid}, not root or the daemon's user")
                 return _snapshot(handle.read().decode("utf-8"))
-        except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
+        # RecursionError: nesting no snapshot has (json recurses per level);
+        # OverflowError: a number no float holds
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            OSError,
+            RecursionError,
+            OverflowError,
+        ) as exc:
             return self._set_aside(exc)
 
     def _set_aside(self, exc: Exception) -> Snapshot:
@@ -216,6 +237,8 @@ def _snapshot(text: str) -> Snapshot:
     position = Position.from_json(fields["position"]) if fields.get("position") else None
     extra = {k: v for k, v in fields.items() if k not in ("version", "saved", "position")}
     saved = fields.get("saved")
+    if saved is not None and (isinstance(saved, bool) or not math.isfinite(float(saved))):
+        raise ValueError(f"saved is not a time ({saved!r})")  # it shifts manual grants
     return Snapshot(rows, position, extra, float(saved) if saved is not None else None)
 
 
@@ -270,7 +293,17 @@ class StateLock:
         self.fd: Optional[int] = None
 
     def acquire(self, *, wait: float = 0.0) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:  # ELOOP: a symlink planted as the lock is never followed
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise StartupError(
+                f"cannot open the lock file {self.path}: {why}; remove it (popbsmtp creates it)"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StartupError(f"the lock file {self.path} is not a regular file; remove it")
         deadline = time.monotonic() + wait
         while True:
             try:

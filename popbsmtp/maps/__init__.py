@@ -69,6 +69,10 @@ class MapWriter(ABC):
     # with the clock itself: the keeper then tells it every expiry that was
     # set or changed (:meth:`retime`) before it calls apply() or replace().
     expiring = False
+    #: Whether smtpd also looks a client up by partial keys in this table type
+    #: (every "fixed" table: lmdb, hash, btree, cdb, SQL); False for tables
+    #: asked at lookup time with the full address only (socketmap).
+    partial_lookups = True
 
     def __init__(self, spec: MapSpec, value: str, options: MapOptions = MapOptions()) -> None:
         self.spec = spec
@@ -132,6 +136,21 @@ def _discover() -> Dict[str, Type[MapWriter]]:
         for name in getattr(module, "TYPES", ()):
             found[name] = module.Writer
     return found
+
+
+def partial_lookups(kind: str) -> bool:
+    """Whether smtpd looks clients up in a ``kind:`` table by partial keys too.
+
+    Then an IPv6 key such as ``2001:db8::1`` also answers for every client
+    whose address is written ``2001:db8::1:…``.  Unknown types count as yes.
+    """
+    found = _discover().get(kind)
+    return True if found is None else found.partial_lookups
+
+
+def known_types() -> Tuple[str, ...]:
+    """Every table type some module here writes, sorted (``memory`` is for tests)."""
+    return tuple(sorted(_discover()))
 
 
 def writer_class(

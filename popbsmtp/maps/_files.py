@@ -2,7 +2,9 @@
 
 Tables are created ``0644`` (configurable) so Postfix's unprivileged
 processes can read them, never group/world-writable, and never through a
-symlink an attacker could plant in the map directory.
+symlink an attacker could plant in the map directory.  :func:`owner_problem`
+is also what the state directory, the control spool and our own log file are
+checked with: only root and the daemon's own user may own them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import pwd
 import stat
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, FrozenSet, List, Optional, Tuple
 
 from popbsmtp.errors import MapError
 
@@ -31,8 +33,65 @@ def check_plain_file(path: str) -> None:
         os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
 
 
+def _user(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+SERVICE_USER = "popbsmtp"  # the packages' service user (init/popbsmtp.sysusers)
+
+
+def trusted_uids() -> FrozenSet[int]:
+    """Who may own what the daemon trusts: root, our effective user, the service user.
+
+    The service user counts even when we run as root: the packaged daemon
+    runs as it, and the admin tools (``add``, ``doctor``) run as root on the
+    same files.
+    """
+    try:
+        service: Tuple[int, ...] = (pwd.getpwnam(SERVICE_USER).pw_uid,)
+    except KeyError:
+        service = ()
+    return frozenset((0, os.geteuid(), *service))
+
+
+def owner_problem(path: str) -> Optional[str]:
+    """Why someone besides root and the daemon's user could replace ``path``, or None.
+
+    Mode bits are not enough: the owner of a directory can chmod it, rename
+    what is in it and put their own files there, and the owner of a
+    directory above it can swap the whole directory.  So ``path`` and every
+    directory above it must be owned by a :func:`trusted_uids` user.
+    """
+    trusted = trusted_uids()
+    start = os.path.abspath(path)
+    for current in _chain(start) + _chain(os.path.realpath(start)):
+        try:
+            info = os.lstat(current)
+        except OSError as exc:
+            return f"cannot check {current}: {exc.strerror}"
+        if info.st_uid not in trusted:
+            names = ", ".join(_user(uid) for uid in sorted(trusted))
+            what = "it" if current == start else f"{current}, above or behind it,"
+            return (
+                f"{what} is owned by {_user(info.st_uid)}, who could replace what is in it; "
+                f"only {names} may own it"
+            )
+    return None
+
+
+def _chain(path: str) -> List[str]:
+    """``path`` and every directory above it, up to ``/``."""
+    found = [path]
+    while os.path.dirname(found[-1]) != found[-1]:
+        found.append(os.path.dirname(found[-1]))
+    return found
+
+
 def check_directory(directory: str) -> None:
-    """Refuse a table directory that others may write (or that is not a directory).
+    """Refuse a table directory that others may write or own (or that is not a directory).
 
     Whoever can write the directory can replace the table with one that
     authorizes any client, so this is checked at start-up, like ``state_dir``.
@@ -44,6 +103,13 @@ def check_directory(directory: str) -> None:
         raise MapError(f"table directory {directory}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise MapError(f"table directory {directory} is not a directory")
+    problem = owner_problem(directory)
+    if problem is not None:
+        raise MapError(
+            f"table directory {directory}: {problem}; fix with: chown root {directory} "
+            "(or the daemon's user), or choose a map path in a directory only root "
+            "and the daemon own"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o002 or (mode & 0o020 and info.st_gid != 0):
         raise MapError(

@@ -58,8 +58,7 @@ def parse_endpoint(text: str) -> Endpoint:
     if not inet:
         raise ConfigError(
             f"socketmap:{text} is not socketmap:unix:/PATH:NAME "
-            "or socketmap:inet:127.0.0.1:PORT:NAME",
-            key="map",
+            "or socketmap:inet:127.0.0.1:PORT:NAME"
         )
     host, port = inet.group(1).strip("[]"), int(inet.group(2))
     try:
@@ -69,8 +68,7 @@ def parse_endpoint(text: str) -> Endpoint:
     if not loopback or not 0 < port < 65536:
         raise ConfigError(
             f"socketmap:{text}: the server listens on a loopback address and port only "
-            "(127.0.0.1 or ::1, port 1-65535): anyone who can connect learns who may relay",
-            key="map",
+            "(127.0.0.1 or ::1, port 1-65535): anyone who can connect learns who may relay"
         )
     return Endpoint("inet", host=host, port=port, name=inet.group(3))
 

@@ -177,14 +177,38 @@ def _collect(words: Iterable[str]) -> Tuple[List[str], List[str]]:
     return found, skipped
 
 
+MAX_NETWORK_FILE = 1 << 20  # bytes: a list of networks, not a database
+
+
 def _read_file(path: str) -> List[str]:
+    """The networks listed in ``path``; errors name the file and line, never quote them.
+
+    The file may be anything the admin (or a typo) names, e.g. /etc/shadow:
+    the daemon's messages reach logs others read, so its content stays out.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_NETWORK_FILE + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read network list {path}: {exc.strerror}") from None
-    words = [w for line in text.splitlines() for w in _words(line.split("#", 1)[0])]
-    return [_cidr(w) for w in words]
+    if len(data) > MAX_NETWORK_FILE:
+        raise ConfigError(f"network list {path} is larger than {MAX_NETWORK_FILE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"network list {path} is not UTF-8 text", key="ignore_networks") from None
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for word in _words(line.split("#", 1)[0]):
+            try:
+                found.append(_cidr(word))
+            except ConfigError:
+                raise ConfigError(
+                    f"network list {path}:{number}: not a network (CIDR) or address "
+                    "(the entry is not shown: the file may hold secrets)",
+                    key="ignore_networks",
+                ) from None
+    return found
 
 
 def _postconf_mynetworks(config_dir: Optional[str]) -> str:

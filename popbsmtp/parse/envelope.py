@@ -20,7 +20,12 @@ Understood formats (``log_format``):
   (program ``popper``).
 - ``apple``: Apple Mail Server's own log, ``Nov 27 2026 04:48:08 msg``
   (program ``AppleMailServer``).
-- ``auto``: all of the above, first match wins.
+- ``auto``: the formats syslog writes (rfc3164, rfc3339, rfc5424), decided
+  per line by its first character.  Never the servers' own-log shapes
+  (dovecot, qpopper, apple): those files have no host and no program, so
+  inside a syslog file such a line could be anything a local user logged.
+  They are read only from a file configured as that server's own log
+  (``log_format`` naming it).
 
 The parser only splits; it never decides whether a message is a login (that
 is :mod:`popbsmtp.parse.matcher`'s job).  A line no format accepts yields None and
@@ -34,16 +39,7 @@ import datetime as dt
 import functools
 import re
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional
-
-try:  # the optional C split (setup.py): the same answers as the regexes below
-    from popbsmtp._envelope import rfc3164 as _fast_rfc3164
-    from popbsmtp._envelope import rfc3339 as _fast_rfc3339
-except ImportError:  # no compiler at install time: the regexes do it all
-    _fast_rfc3164 = _fast_rfc3339 = None
-
-#: True when rfc3339/rfc3164 envelopes are split in C (``doctor`` says which).
-ACCELERATED = _fast_rfc3339 is not None
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 # ASCII-only classes on purpose: `\d` would accept Unicode digits.
 _PROGRAM = r"(?P<prog>[A-Za-z0-9_./-]{1,64})(?:\[(?P<pid>[0-9]{1,10})\])?: "
@@ -120,28 +116,20 @@ class EnvelopeParser:
         if log_format not in FORMATS:
             raise ValueError(f"unknown log format {log_format!r}")
         self.log_format = log_format
-        order = [name for name in _ORDER if log_format in ("auto", name)]
-        self._splitters: List[Splitter] = [_SPLITTERS[name] for name in order]
-        self._last = self._splitters[0]
+        self._only: Optional[Splitter] = None if log_format == "auto" else _SPLITTERS[log_format]
 
     def parse(self, line: str, now: float) -> Optional[Envelope]:
         """Return the envelope, or None when the line has no recognised one.
 
-        The format that read the previous line is tried first: a log keeps
-        its format, and with ``auto`` the others would each cost a failed
-        match per line.  The formats exclude each other (their stamps
-        differ, and a host never ends in ``:``), so the order changes no
-        answer.
+        With ``auto`` the line's first character picks the syslog format
+        (:data:`_AUTO`): each line on its own, whatever came before it.
         """
-        envelope = self._last(line, now)
-        if envelope is not None:
-            return envelope
-        for split in self._splitters:
-            if split is not self._last:
-                envelope = split(line, now)
-                if envelope is not None:
-                    self._last = split
-                    return envelope
+        if self._only is not None:
+            return self._only(line, now)
+        for split in _AUTO.get(line[:1], ()):
+            envelope = split(line, now)
+            if envelope is not None:
+                return envelope
         return None
 
 
@@ -233,51 +221,22 @@ def _own_file(regex: re.Pattern[str], program: str, has_pid: bool) -> Splitter:
     return split
 
 
-def _c_rfc3339(fast: Callable, regexes: Splitter) -> Splitter:
-    """The rfc3339 split in C (:mod:`popbsmtp._envelope`), the regexes where it defers."""
-
-    def split(line: str, now: float) -> Optional[Envelope]:
-        found = fast(line, Envelope)
-        return regexes(line, now) if found is NotImplemented else found
-
-    return split
-
-
-def _c_rfc3164(fast: Callable, regexes: Splitter) -> Splitter:
-    """The rfc3164 split in C; the stamp's local time and year are added here."""
-
-    def split(line: str, now: float) -> Optional[Envelope]:
-        found = fast(line)
-        if found is None:
-            return None
-        if found is NotImplemented:
-            return regexes(line, now)
-        mon, day, hms, host, program, pid, message = found
-        stamp = _bsd_time(mon, day, hms, now)
-        return None if stamp is None else Envelope(stamp, host, program, pid, message)
-
-    return split
-
-
-#: The regex splitters, the reference for the C ones (tests compare them).
-REGEX_SPLITTERS: Dict[str, Splitter] = {
+_SPLITTERS: Dict[str, Splitter] = {
     "rfc3164": _syslog(_RFC3164, iso=False),
     "rfc3339": _syslog(_RFC3339, iso=True),
-}
-
-# The Dovecot check comes before rfc3164 on purpose: both start with a BSD stamp.
-_ORDER = ("dovecot", "rfc3339", "rfc3164", "rfc5424", "qpopper", "apple")
-_SPLITTERS: Dict[str, Splitter] = {
-    "rfc3164": REGEX_SPLITTERS["rfc3164"],
-    "rfc3339": REGEX_SPLITTERS["rfc3339"],
     "rfc5424": _rfc5424,
     "dovecot": _dovecot,
     "qpopper": _own_file(_QPOPPER, "popper", has_pid=True),
     "apple": _own_file(_APPLE, "AppleMailServer", has_pid=False),
 }
-if _fast_rfc3164 is not None and _fast_rfc3339 is not None:
-    _SPLITTERS["rfc3164"] = _c_rfc3164(_fast_rfc3164, REGEX_SPLITTERS["rfc3164"])
-    _SPLITTERS["rfc3339"] = _c_rfc3339(_fast_rfc3339, REGEX_SPLITTERS["rfc3339"])
+
+# ``auto``: the syslog formats by a line's first character.  rfc3164 starts
+# with a month name, rfc3339 with a year, rfc5424 with ``<PRI>`` or ``1 ``.
+_AUTO: Dict[str, Tuple[Splitter, ...]] = {
+    "<": (_SPLITTERS["rfc5424"],),
+    **{c: (_SPLITTERS["rfc3164"],) for c in "ADFJMNOS"},
+    **{c: (_SPLITTERS["rfc3339"], _SPLITTERS["rfc5424"]) for c in "0123456789"},
+}
 
 
 # Time conversion is most of an envelope's cost, and a busy log repeats the

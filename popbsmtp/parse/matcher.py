@@ -5,10 +5,17 @@ first, over a whole read block at once in the daemon; only candidate lines
 get their envelope parsed and their program's rules tried.  The matcher
 decides *what a line says*; whether the address may relay is
 :mod:`popbsmtp.grants`' decision.
+
+Its one piece of memory is each server's version, per profile and host, as
+the server's start-up line names it: once it is known, a login line in a
+form only other versions write was not written by that server, and it is
+refused and counted as ``suspect``.  Until a start-up line is seen, every
+form is accepted.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -16,15 +23,13 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 
 from popbsmtp.parse.addresses import InvalidAddress, postfix_key
 from popbsmtp.parse.envelope import Envelope, EnvelopeParser
-from popbsmtp.profiles import Profile, Rule
+from popbsmtp.profiles import SERVER, Profile, Rule
 
-try:  # the optional C search (setup.py); same answers, one pass for all needles
-    from popbsmtp._needles import candidate_lines as _one_pass
-except ImportError:  # no compiler at install time: the pure-Python search below
-    _one_pass = None
+# Hosts whose server version is remembered; beyond this the memory starts
+# afresh (every form accepted again), so forged host names cost bounded memory.
+MAX_VERSIONS = 4096
 
-#: True when the prefilter runs the C one-pass search (``doctor`` says which).
-ACCELERATED = _one_pass is not None
+log = logging.getLogger(__name__)
 
 
 class Login(NamedTuple):
@@ -59,6 +64,7 @@ class MatchStats:
     candidates: int = 0
     unparseable: int = 0
     overlong: int = 0
+    suspect: int = 0  # login lines in a form the server's known version never writes
     matched: Counter = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -80,6 +86,7 @@ class Matcher:
         self.max_line_length = max_line_length
         self.stats = MatchStats()
         self._keys = _KeyCache()
+        self._forms: Dict[Tuple[str, str], str] = {}  # (profile, host) -> form it writes
         self._by_program: Dict[str, List[_Check]] = {}
         needles = set()
         for profile in self.profiles:
@@ -87,10 +94,8 @@ class Matcher:
                 needles.add(rule.needle)
                 for program in rule.programs:
                     self._by_program.setdefault(program, []).append(_check(profile, rule))
-        self._needles = tuple(_shortest_needles(needles))  # the C search takes a tuple
+        self._needles = tuple(_shortest_needles(needles))
         self._searches = [_searcher(needle) for needle in self._needles]
-        fits = all(len(n) >= 2 for n in self._needles) and len(self._needles) <= 32
-        self._one_pass = _one_pass if fits else None
 
     def match(self, line: bytes, now: float) -> Optional[Login]:
         """The event one raw line (without newline) describes, or None.
@@ -105,7 +110,7 @@ class Matcher:
         """The events in a block of complete lines (as the tail reads them), in log order.
 
         Same answers as :meth:`match` on each line, but the block is searched
-        once per needle by C code (see :func:`_searcher`) and only the
+        once per needle by the interpreter's byte search (see :func:`_searcher`) and only the
         lines around a hit are cut out: the great majority of lines cost no
         Python work at all.  An overlong line is only noticed (and counted)
         when it is a candidate; any other line yields nothing anyway.  Lines
@@ -130,12 +135,6 @@ class Matcher:
 
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
         """(start, end) of each line holding a needle, sorted, newline excluded."""
-        if self._one_pass is not None:
-            return self._one_pass(block, self._needles)
-        return self._candidate_lines_python(block)
-
-    def _candidate_lines_python(self, block: bytes) -> List[Tuple[int, int]]:
-        """The same, one C-level search per needle (no compiler, or odd needles)."""
         spans: Dict[int, int] = {}
         size = len(block)
         for search in self._searches:
@@ -167,9 +166,32 @@ class Matcher:
             found = check.fullmatch(envelope.message)
             if found is None:
                 continue
+            if check.rule.form and not self._form_fits(envelope, check):
+                return None
             self.stats.matched[check.rule_id] += 1
+            if check.has_version:
+                self._learn_version(envelope, check.profile, found["version"])
             return self._login(envelope, check, found)
         return None
+
+    def _form_fits(self, envelope: Envelope, check: _Check) -> bool:
+        """Is the rule's form the one the server's known version writes?"""
+        known = self._forms.get((check.profile.name, envelope.host))
+        if known is None or known == check.rule.form:
+            return True
+        self.stats.suspect += 1
+        if self.stats.suspect == 1 or self.stats.suspect % 1000 == 0:
+            log.warning(
+                "refused %d %s login line(s) in the form of %s %s: %s logs in the form of %s",
+                self.stats.suspect, check.profile.name, check.profile.name, check.rule.form,
+                envelope.host or "this host", known,
+            )  # fmt: skip
+        return False
+
+    def _learn_version(self, envelope: Envelope, profile: Profile, version: str) -> None:
+        if len(self._forms) >= MAX_VERSIONS:
+            self._forms.clear()
+        self._forms[(profile.name, envelope.host)] = profile.form_of(version)
 
     def _login(self, envelope: Envelope, check: _Check, found: re.Match) -> Login:
         raw_ip = found["ip"] if check.has_ip else None
@@ -193,13 +215,14 @@ class _Check(NamedTuple):
     rule_id: str
     has_ip: bool
     has_session: bool
+    has_version: bool
 
 
 def _check(profile: Profile, rule: Rule) -> _Check:
     groups = rule.regex.groupindex
     return _Check(
         rule.regex.fullmatch, rule.accepts_pid, profile, rule, f"{profile.name}/{rule.name}",
-        "ip" in groups, "session" in groups,
+        "ip" in groups, "session" in groups, rule.event == SERVER and "version" in groups,
     )  # fmt: skip
 
 

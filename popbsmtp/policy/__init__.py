@@ -4,7 +4,8 @@
 logout, the other half of a two-line login) and the time, and answers with
 :class:`Decision` values: grant until T, hold while the session is open (at
 most until T), release (the session ended: grace runs until T), refuse
-(with the reason), or note a logout of no open session.  It owns what the
+(with the reason), or note a logout of no open session.  A server's own
+start-up or shutdown line releases every open session.  It owns what the
 answer depends on: ignored networks, ``grace``, ``max_session`` and the open
 sessions (:mod:`popbsmtp.policy.sessions`).  It reads the grant table to know what
 is granted now, and never writes it: :func:`apply` does, for the daemon and
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Sequence
 
+from popbsmtp.config import Settings
 from popbsmtp.grants import GrantTable
+from popbsmtp.maps import partial_lookups
 from popbsmtp.parse.addresses import IgnoredNetworks
 from popbsmtp.parse.matcher import Login
 from popbsmtp.policy.sessions import Release, SessionTracker
-from popbsmtp.profiles import LOGOUT, Profile
+from popbsmtp.profiles import LOGOUT, SERVER, Profile
 
 GRANT = "grant"
 HOLD = "hold"
@@ -46,7 +49,36 @@ class Decision(NamedTuple):
     exact: bool = False
 
 
-def refusal(event: Login, now: float, window: float, ignored: IgnoredNetworks) -> Optional[str]:
+IPV6_WIDER = (
+    "IPv6 key {ip} is not written out in full, so in a table Postfix also searches by"
+    " partial keys it would let every address written {ip}:... relay too; exact IPv6"
+    " grants need map = socketmap:..., or set ipv6_scope = neighbours to accept that"
+)
+
+
+def exact_ipv6_key(key: str) -> bool:
+    """Whether an IPv6 key can be no other address's partial key: all eight groups.
+
+    smtpd cuts an IPv6 address back at each ``:``; only a key with eight groups
+    (no ``::``) cannot be the start of a longer address's text.
+    """
+    return key.count(":") == 7 and "::" not in key
+
+
+def ipv6_refusal(ip: str, exact_only: bool) -> Optional[str]:
+    """Why an IPv6 key may not go into the table, or None (IPv4 always may)."""
+    if exact_only and ":" in ip and not exact_ipv6_key(ip):
+        return IPV6_WIDER.format(ip=ip)
+    return None
+
+
+def refusal(
+    event: Login,
+    now: float,
+    window: float,
+    ignored: IgnoredNetworks,
+    ipv6_exact_only: bool = False,
+) -> Optional[str]:
     """Why a login must not be granted, or None when it may be."""
     if event.ip is None:
         return f"invalid address {event.raw_ip!r}: {event.invalid or 'no address'}"
@@ -54,7 +86,7 @@ def refusal(event: Login, now: float, window: float, ignored: IgnoredNetworks) -
         return "ignored network"
     if event.time + window <= now:
         return "too old"
-    return None
+    return ipv6_refusal(event.ip, ipv6_exact_only)
 
 
 class Policy:
@@ -66,8 +98,12 @@ class Policy:
         max_session: float,
         ignored: IgnoredNetworks,
         profiles: Optional[Sequence[Profile]] = None,
+        *,
+        ipv6_exact_only: bool = False,
     ) -> None:
         self.ignored = ignored
+        # Refuse IPv6 keys that would also grant their neighbours (file tables).
+        self.ipv6_exact_only = ipv6_exact_only
         self.sessions = SessionTracker(
             grace, max_session, list(profiles) if profiles is not None else None
         )
@@ -87,17 +123,21 @@ class Policy:
         event = self.sessions.resolve(found)  # joins two-line forms; None for a connect
         if event is None:
             return []
+        if event.event == SERVER:  # the server started or stopped: its sessions are over
+            return [_released(r, event) for r in self.sessions.server_event(event, now, table)]
         if event.event == LOGOUT:
             release = self.sessions.logout(event, now, table)
             if release is None:
                 return [Decision(UNKNOWN_LOGOUT, event.ip, 0.0, event, "no open session")]
             return [_released(release, event)]
-        reason = refusal(event, now, self.sessions.window(event), self.ignored)
+        window = self.sessions.window(event)
+        reason = refusal(event, now, window, self.ignored, self.ipv6_exact_only)
         if reason is not None:
             return [Decision(REFUSE, event.ip, 0.0, event, reason)]
         assert event.ip is not None
         until, ended = self.sessions.login(event, now, table)
-        held = self.sessions.holds(event)
+        # Held: its session is open (not one whose logout was logged before it).
+        held = self.sessions.holds(event) and until > min(event.time, now) + self.grace
         return [
             *(_released(r, event) for r in ended),
             Decision(HOLD if held else GRANT, event.ip, until, event),
@@ -124,3 +164,19 @@ def apply(decision: Decision, table: GrantTable) -> bool:
         if decision.exact:
             return table.set_expiry(ip, decision.until, event.profile, event.rule)
     return table.grant(ip, decision.until, event.profile, event.rule)
+
+
+def ipv6_exact_only(settings: Settings) -> bool:
+    """Whether the configured table needs IPv6 keys written out in full (the default)."""
+    return settings.ipv6_scope == "exact" and partial_lookups(settings.map.type)
+
+
+def policy_for(settings: Settings, ignored: IgnoredNetworks, profiles: Sequence[Profile]) -> Policy:
+    """The policy the settings describe (the daemon and ``popbsmtp test`` alike)."""
+    return Policy(
+        settings.grace,
+        settings.max_session,
+        ignored,
+        profiles,
+        ipv6_exact_only=ipv6_exact_only(settings),
+    )

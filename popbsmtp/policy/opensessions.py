@@ -126,6 +126,11 @@ class OpenSessions:
             pos = older[pos - base]
         return latest
 
+    def open_ids(self) -> List[int]:
+        """The id of every open session, oldest first (an id once per session)."""
+        sids, ips = self._sids, self._ips
+        return [sids[i] for i in range(self._head, len(sids)) if ips[i] is not None]
+
     # -- changes ---------------------------------------------------------
 
     def open(self, sid: int, ip: str, start: float, several: bool = False) -> Optional[str]:

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 # kind "ip", "session" or "pid").  str hashes are salted per process, so a
 # collision cannot be aimed at, and it only ends a session early.
 SID_BITS = (1 << 60) - 1
+# A session's logout can reach the log before its login (Dovecot's log process
+# writes the login and the mail process's lines as they arrive): a logout of an
+# unknown session id is remembered this long, and a login of that id then gets
+# only grace.  Bounded, oldest dropped first.
+EARLY_LOGOUT_WINDOW = 60.0
+MAX_EARLY_LOGOUTS = 4096
 __all__ = ["PRUNE_EVERY", "Release", "SessionStats", "SessionTracker"]
 
 
@@ -66,6 +72,8 @@ class SessionStats:
     closed: int = 0  # by a logout, or by its id reused
     unknown_logouts: int = 0
     expired: int = 0  # forgotten at max_session
+    early_logouts: int = 0  # logged before their login, which then got only grace
+    server_ended: int = 0  # ended by their server's start-up or shutdown line
     joined: int = 0
     unjoined: int = 0
 
@@ -86,6 +94,7 @@ class SessionTracker:
         # worst delays forgetting a session by that skew.
         self._open = OpenSessions()
         self._floor: Dict[str, float] = {}  # untracked grants seen while sessions were open
+        self._early: Dict[int, float] = {}  # session ids logged out before their login
         self._connects: Dict[Tuple[str, str], Tuple[Login, float]] = {}
         self._connect_heap: List[Tuple[float, str, str]] = []
 
@@ -139,6 +148,10 @@ class SessionTracker:
         start = min(login.time, now)
         kind = self._kinds.get((login.profile, login.rule))
         sid = self._sid(login, kind)
+        ended_at = self._early.pop(sid, None) if sid is not None and self._early else None
+        if ended_at is not None and start - ended_at <= EARLY_LOGOUT_WINDOW:
+            self.stats.early_logouts += 1
+            sid = None  # the session is over: no hold, only grace
         if sid is None:
             if self._open.holds(login.ip):
                 self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
@@ -156,11 +169,33 @@ class SessionTracker:
 
     def logout(self, login: Login, now: float, table: GrantTable) -> Optional[Release]:
         """Close the session ``login`` ends: whose grace started, until when."""
-        sid = self._sid(login, self._kinds.get((login.profile, login.rule)))
+        kind = self._kinds.get((login.profile, login.rule))
+        sid = self._sid(login, kind)
         release = None if sid is None else self._end(sid, min(login.time, now), table)
         if release is None:
             self.stats.unknown_logouts += 1
+            if sid is not None and kind == "session":  # ids are never reused, unlike pids
+                if len(self._early) >= MAX_EARLY_LOGOUTS:
+                    del self._early[next(iter(self._early))]
+                self._early[sid] = min(login.time, now)
         return release
+
+    def server_event(self, event: Login, now: float, table: GrantTable) -> List[Release]:
+        """A server logged its start-up or shutdown: its sessions are over, logged
+        or not, so every open session ends and its grace starts here.
+
+        Every session, not only that server's: session ids do not say which
+        server opened them.  On a host with several servers, the others' clients
+        get their grace early (fail closed).
+        """
+        ended = min(event.time, now)
+        released = []
+        for sid in self._open.open_ids():
+            release = self._end(sid, ended, table)
+            if release is not None:
+                released.append(release)
+        self.stats.server_ended += len(released)
+        return released
 
     @staticmethod
     def _sid(login: Login, kind: Optional[str]) -> Optional[int]:

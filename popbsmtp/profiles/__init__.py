@@ -26,7 +26,11 @@ LOGOUT = "logout"
 # :mod:`popbsmtp.policy.sessions` joins them by pid.  Neither alone grants anything.
 CONNECT = "connect"
 AUTH = "auth"
-EVENTS = (LOGIN, LOGOUT, CONNECT, AUTH)
+# The server's own start-up or shutdown line: no address; it may name the
+# server's version (a ``(?P<version>…)`` group), which tells the matcher which
+# of the profile's login forms is genuine from then on.
+SERVER = "server"
+EVENTS = (LOGIN, LOGOUT, CONNECT, AUTH, SERVER)
 
 # Candidate address text; postfix_key() decides if it is one host address.
 IP = r"(?P<ip>[0-9A-Fa-f:.]{2,45})"
@@ -56,6 +60,8 @@ class Rule:
     ``"pid"`` when the syslog pid is the only link.  ``pid`` is a shape
     check on the syslog tag: True when genuine lines always carry
     ``prog[pid]:``, False when they never do, None when either occurs.
+    ``form`` labels a line shape that only some versions of the server write
+    (one of its profile's ``forms``); "" for a shape every version writes.
     """
 
     name: str
@@ -65,6 +71,7 @@ class Rule:
     event: str = LOGIN
     session: Optional[str] = None
     pid: Optional[bool] = None
+    form: str = ""
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,13 +122,29 @@ class Example:
 class Profile:
     """One server.  ``auto=False`` keeps a profile with weak shape checks
     (old formats that forgeries could imitate) out of ``profiles = auto``:
-    the administrator must name it."""
+    the administrator must name it.  ``forms``: the version labels of its
+    rules' ``form``, oldest first, each the first version that writes it."""
 
     name: str
     description: str
     rules: Tuple[Rule, ...]
     examples: Tuple[Example, ...]
     auto: bool = True
+    forms: Tuple[str, ...] = ()
+
+    def form_of(self, version: str) -> str:
+        """The form a server of ``version`` ("2.4" from "v2.4.1") writes: the
+        newest form not newer than it; the oldest for anything older."""
+        number = _version_key(version)
+        found = self.forms[0] if self.forms else ""
+        for form in self.forms:
+            if _version_key(form) <= number:
+                found = form
+        return found
+
+
+def _version_key(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"[0-9]{1,6}", text)[:3])
 
 
 def _discover() -> Dict[str, Profile]:

@@ -11,36 +11,48 @@ recognised: Courier is not packaged for the RHEL family, where that happens.
 
 Sessions are tied by address: each login opens one, each logout closes one.
 
+Courier-IMAP 5.2 ends the LOGIN and LOGOUT lines of a STARTTLS session with
+``, starttls=1`` (IMAP) or ``, stls=1`` (POP3), after the port and protocol:
+the rules accept exactly these optional suffixes.  When the server stops, an
+IMAP session with a client logs ``NOTICE: Disconnected during shutdown by
+signal, user=…``; a POP3 session logs nothing, and Courier writes no start-up
+or shutdown line of its own.  So that line is a ``server`` event: the server
+is stopping, and every open session (POP3 ones too) ends there.
+
 Examples marked "captured" come from a real Courier-IMAP 5.0.13 / Courier
 POP3 1.0.16 (Debian 12's packages, unpacked rather than installed because
-they conflict with Dovecot's; see ``tests/integration/courier_server.py`` and
-``tests/profiles/data/courier-5.0-captured*.log``): among them a successful
-login of a user named ``x, ip=[6.6.6.6], port=[1]``.  The ``TIMEOUT``,
-``DISCONNECTED`` and ``stls=1`` shapes follow Courier's source.
+they conflict with Dovecot's) and Courier-IMAP 5.2.11 (Debian 13's, in a
+trixie tree); see ``tests/integration/courier_server.py`` and
+``tests/profiles/data/courier-*.log``: among them a successful login of a user
+named ``x, ip=[6.6.6.6], port=[1]``.  The ``TIMEOUT`` and ``DISCONNECTED``
+shapes follow Courier's source.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, Profile, Rule
 
 _PROGRAMS = (
     "imapd", "imapd-ssl", "pop3d", "pop3d-ssl", "imaplogin", "pop3login",
     "courierpop3login", "courierimaplogin",
 )  # fmt: skip
 _PORT = r", port=\[[0-9]{1,5}\]"
+# 5.2 ends a line of a STARTTLS session with ", starttls=1" (IMAP) or ", stls=1" (POP3).
+_TLS = r"(?:, (?:starttls|stls)=1)?"
 _COUNTERS = (
     r"(?:, headers=[0-9]{1,20}, body=[0-9]{1,20}|, top=[0-9]{1,20}, retr=[0-9]{1,20})"
-    r", rcvd=[0-9]{1,20}, sent=[0-9]{1,20}(?:, time=[0-9]{1,20})?(?:, (?:starttls|stls)=1)?"
+    r", rcvd=[0-9]{1,20}, sent=[0-9]{1,20}(?:, time=[0-9]{1,20})?" + _TLS
 )
 P = "Nov 27 04:48:08 mail "
+C52 = "2026-12-05T02:07:16.123456+00:00 vm "  # captured 5.2.11 (stamp shortened), rsyslog
 
 PROFILE = Profile(
     name="courier",
-    description="Courier-IMAP / POP3 (imapd, pop3d, -ssl; 5.0 captured); logouts by address",
+    description="Courier-IMAP / POP3 (imapd, pop3d, -ssl; 5.0, 5.2 captured); logouts by address",
     rules=(
         Rule(
             name="login",
             programs=_PROGRAMS,
             pattern=r"LOGIN, user={user}, ip=\[{ip}\](?:" + _PORT + r")?"
-            r"(?:, protocol=[A-Z0-9]{1,16})?",
+            r"(?:, protocol=[A-Z0-9]{1,16})?" + _TLS,
             needle="user=",
             event=LOGIN,
             session="ip",
@@ -49,13 +61,20 @@ PROFILE = Profile(
         Rule(
             name="logout",
             programs=_PROGRAMS,
-            pattern=r"(?:LOGOUT|DISCONNECTED|TIMEOUT), user={user}, ip=\[{ip}\](?:"
-            + _PORT
-            + r")?"
-            + _COUNTERS,
+            pattern=r"(?:LOGOUT|DISCONNECTED|TIMEOUT), user={user}, ip=\[{ip}\]"
+            r"(?:" + _PORT + r")?" + _COUNTERS,
             needle="user=",
             event=LOGOUT,
             session="ip",
+            pid=False,
+        ),
+        Rule(
+            name="shutdown",
+            programs=_PROGRAMS,
+            pattern=r"(?:NOTICE: )?Disconnected during shutdown by signal, user={user}, "
+            r"ip=\[{ip}\](?:" + _PORT + r")?" + _COUNTERS,
+            needle="user=",
+            event=SERVER,
             pid=False,
         ),
     ),
@@ -107,6 +126,50 @@ PROFILE = Profile(
             "logout",
             event=LOGOUT,
             note="captured",
+        ),
+        Example(
+            C52 + "pop3d: LOGIN, user=alice, ip=[::ffff:127.0.0.10], port=[35299], stls=1",
+            "127.0.0.10",
+            "login",
+            note="captured 5.2: POP3 after STLS",
+        ),
+        Example(
+            C52 + "imapd: LOGIN, user=alice, ip=[::1], port=[40107], protocol=IMAP, starttls=1",
+            "::1",
+            "login",
+            note="captured 5.2: IMAP after STARTTLS",
+        ),
+        Example(
+            C52 + "imapd: LOGOUT, user=alice, ip=[::1], port=[40107], headers=0, body=0, "
+            "rcvd=14, sent=88, time=0, starttls=1",
+            "::1",
+            "logout",
+            event=LOGOUT,
+            note="captured 5.2",
+        ),
+        Example(
+            C52 + "imapd: NOTICE: Disconnected during shutdown by signal, user=alice, "
+            "ip=[::ffff:127.0.0.20], port=[46929], headers=0, body=0, rcvd=12, sent=94, time=0",
+            "127.0.0.20",
+            "shutdown",
+            event=SERVER,
+            note="captured 5.2 (5.0 writes the same): a session open when the server stops",
+        ),
+        Example(
+            C52 + "imapd: ip=[::1], Unexpected SSL connection shutdown.",
+            None,
+            note="captured 5.2: not a login",
+        ),
+        Example(
+            C52 + "imapd: LOGIN, user=alice, ip=[::1], port=[40107], protocol=IMAP, "
+            "starttls=1 6.6.6.6",
+            None,
+            note="text after the TLS suffix",
+        ),
+        Example(
+            C52 + "pop3d: LOGIN, user=alice, ip=[6.6.6.6], port=[1], stls=2",
+            None,
+            note="a suffix Courier never writes",
         ),
         Example(
             "2026-11-27T06:14:49.140820+00:00 vm "

@@ -12,17 +12,30 @@ move it.  ``badlogin:`` lines (failures) never match: the rule is anchored at
 Sessions: Cyrus processes are reused for consecutive connections, so the
 pid is the link: the ``USAGE <user> user: … sys: …`` line a process writes
 when its client's session ends closes the session opened by that process's
-last login, and a new login on the same pid closes the previous one.
+last login, and a new login on the same pid closes the previous one.  When the
+server stops, a process with a client logs ``graceful shutdown``, not
+``USAGE``; before that, the master logs ``attempting clean shutdown on
+signal``.  That line, the master's last (``All children have exited, closing
+down``) and the start-up ``ctl_cyrusdb[pid]: recovering cyrus databases``
+(Debian's START entry, also after a crash) are ``server`` events: every open
+session ends there.
+
+A client whose password was right gets ``User logged in`` even when Cyrus then
+refuses the session (``-ERR [SYS/TEMP] Unable to open maildrop``): it is
+granted.  What relaying depends on is that the client proved a password, and
+it did; the refused session ends at the process's next ``USAGE``, login or
+shutdown, or at ``max_session``.
 
 Examples marked "captured" come from a real Cyrus IMAP 3.6.1 (Debian 12's
 packages, unpacked rather than installed because they conflict with
-Dovecot's; see ``tests/integration/cyrus_server.py`` and
-``tests/profiles/data/cyrus-3.6-captured*.log``); the others (reverse names,
+Dovecot's) or 3.10.2 (Debian 13's, in a trixie tree); see
+``tests/integration/cyrus_server.py`` and ``tests/profiles/data/cyrus-*.log``.
+3.10 writes its logins as 3.6 did.  The others (reverse names,
 mechanisms other than plaintext) follow Cyrus's source (``imap/imapd.c``,
 ``imap/pop3d.c``) and published logs.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, Profile, Rule
 
 # Cyrus tags its lines with the *service name* from cyrus.conf (Debian prefixes
 # "cyrus/"): the usual names and their IPv6 twins.  Renamed services need a
@@ -33,10 +46,11 @@ _PROGRAMS = tuple(
 )
 _SECONDS = r"[0-9]{1,10}\.[0-9]{1,9}"
 P = "Nov 27 04:48:08 mail "
+C10 = "2026-12-05T02:10:51.890443+00:00 vm "  # captured 3.10.2, rsyslog RFC 3339
 
 PROFILE = Profile(
     name="cyrus",
-    description="Cyrus IMAP 2.4+ (3.6 captured) imapd/pop3d; logouts by process id",
+    description="Cyrus IMAP 2.4+ (3.6, 3.10 captured) imapd/pop3d; logouts by process id",
     rules=(
         Rule(
             name="login",
@@ -55,6 +69,22 @@ PROFILE = Profile(
             needle="USAGE ",
             event=LOGOUT,
             session="pid",
+            pid=True,
+        ),
+        Rule(
+            name="stop",
+            programs=("master", "cyrus/master"),
+            pattern=r"attempting clean shutdown on signal|All children have exited, closing down",
+            needle="master",
+            event=SERVER,
+            pid=True,
+        ),
+        Rule(
+            name="start",
+            programs=("ctl_cyrusdb", "cyrus/ctl_cyrusdb"),
+            pattern=r"recovering cyrus databases",
+            needle="ctl_cyrusdb",
+            event=SERVER,
             pid=True,
         ),
     ),
@@ -95,6 +125,60 @@ PROFILE = Profile(
             "logout",
             event=LOGOUT,
             note="captured",
+        ),
+        Example(
+            "2026-12-05T02:10:51.778963+00:00 vm cyrus/pop36[23801]: login: localhost [::1] "
+            "alice plaintext User logged in "
+            "SESSIONID=<mail-1796436651-23801-1-3829253379067032019>",
+            "::1",
+            "login",
+            note="captured 3.10: reverse name from /etc/hosts",
+        ),
+        Example(
+            C10 + "cyrus/imap[23792]: graceful shutdown",
+            None,
+            note="captured 3.10: a process stops; the master's line before it ended its session",
+        ),
+        Example(
+            C10 + "master[23764]: attempting clean shutdown on signal",
+            None,
+            "stop",
+            event=SERVER,
+            note="captured 3.10 (3.6 writes the same)",
+        ),
+        Example(
+            "2026-12-05T02:10:51.901622+00:00 vm master[23764]: All children have exited, "
+            "closing down",
+            None,
+            "stop",
+            event=SERVER,
+            note="captured 3.10: the master's last line",
+        ),
+        Example(
+            "2026-12-05T02:10:51.541695+00:00 vm cyrus/ctl_cyrusdb[23783]: recovering cyrus "
+            "databases",
+            None,
+            "start",
+            event=SERVER,
+            note="captured 3.10: START's recovery, before any service listens",
+        ),
+        Example(
+            "2026-12-05T02:10:51.565877+00:00 vm cyrus/ctl_cyrusdb[23783]: done recovering cyrus "
+            "databases",
+            None,
+            note="captured 3.10: the same start-up, counted once",
+        ),
+        Example(
+            "Dec  5 02:04:47 vm cyrus/imap[9044]: session ended: "
+            "sessionid=<mail-1796436287-9044-1-14166306205567879295> userid=<alice> "
+            "id.name=<(null)> ",
+            None,
+            note="captured 3.10: after USAGE, which already ended the session",
+        ),
+        Example(
+            P + "master: attempting clean shutdown on signal",
+            None,
+            note="forged: the master always logs its pid",
         ),
         Example(
             "2026-11-27T06:10:34.420823+00:00 vm cyrus/imap[26776]: badlogin: [127.0.0.7] "

@@ -36,23 +36,37 @@ class Position:
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> Position:
+        """Raises ValueError (or KeyError, TypeError) for a damaged position."""
         return cls(
             path=str(data["path"]),
-            dev=int(data["dev"]),
-            inode=int(data["inode"]),
-            offset=int(data["offset"]),
-            head_len=int(data["head_len"]),
+            dev=_bounded(data["dev"], _ID),
+            inode=_bounded(data["inode"], _ID),
+            offset=_bounded(data["offset"]),
+            head_len=_bounded(data["head_len"], HEAD_BYTES),
             head=str(data["head"]),
-            mtime_ns=int(data.get("mtime_ns", -1)),
+            mtime_ns=_bounded(data.get("mtime_ns", -1), low=-1),
             newest=_newest(data.get("newest")),
         )
+
+
+_LIMIT = 2**63 - 1  # what off_t holds
+_ID = 2**64 - 1  # dev_t, ino_t
+
+
+def _bounded(value: Any, high: int = _LIMIT, low: int = 0) -> int:
+    """A whole number in [low, high]: ``1e30`` as an offset would crash pread, not read."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    if not (low <= value <= high) or value != int(value):
+        raise ValueError(f"{value!r} is out of range")
+    return int(value)
 
 
 def _newest(data: Any) -> Optional[Newest]:
     if data is None:
         return None
     dev, ino, size, mtime, head = data  # ValueError/TypeError: a damaged state file
-    return (int(dev), int(ino), int(size), int(mtime), str(head))
+    return (_bounded(dev, _ID), _bounded(ino, _ID), _bounded(size), _bounded(mtime), str(head))
 
 
 def head_digest(fd: int, length: int) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from typing import Callable, Iterable, List, Optional, Set, Tuple
 
@@ -109,7 +110,7 @@ class FileTail:
             if not self._drain(old, blocks):
                 return blocks
             if self.clock() >= old.retire_at:
-                self._finish(old, blocks)
+                self._finish(old)
         if self._cur is None and not self._open_current(blocks):
             return blocks
         cur = self._cur
@@ -152,10 +153,17 @@ class FileTail:
         except OSError as exc:
             self._error(f"cannot open {self.path}: {exc.strerror}")
             return False
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO, a directory, /dev/zero: no offsets, no end, or no lines.
+            # Reading one would stall the core loop (expiry, SIGTERM) or crash it.
+            os.close(fd)
+            self._error(f"{self.path} is not a regular file ({_kind(info)}); not reading it")
+            return False
         if self.stats.waiting:
             log.info("%s appeared, following it", self.path)
             self.stats.waiting = False
-        info = os.fstat(fd)
+        self.stats.last_error = ""  # the same trouble again is news again
         self._cur = Generation(fd, self._resume_offset(fd, blocks), seen=_times(info))
         os.lseek(fd, self._cur.offset, os.SEEK_SET)
         self._saved = None
@@ -204,11 +212,16 @@ class FileTail:
         """Read a rotated file or a copy from where ``entry`` stands to its end; close it."""
         os.lseek(entry.fd, entry.offset + len(entry.buf), os.SEEK_SET)
         self._drain(entry, blocks, bounded=False)
-        self._finish(entry, blocks)
+        self._finish(entry)
 
-    def _finish(self, entry: Generation, blocks: List[bytes]) -> None:
+    def _finish(self, entry: Generation) -> None:
         """A rotated file or a copy is done: remember its head, close it."""
-        entry.finish(blocks, self.stats)
+        if entry.finish(self.stats):
+            log.warning(
+                "dropped the unterminated last line of a rotated or copied %s: "
+                "a cut line could name another client",
+                self.path,
+            )
         self._siblings.remember(entry.fd)
         os.close(entry.fd)
         if entry in self._retired:
@@ -302,6 +315,20 @@ def _fstat(fd: int) -> Optional[os.stat_result]:
         return os.fstat(fd)
     except OSError:
         return None
+
+
+def _kind(info: os.stat_result) -> str:
+    mode = info.st_mode
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def _times(info: os.stat_result) -> Tuple[int, int]:

@@ -4,12 +4,15 @@ Over the envelope parser, every profile (through one Matcher over all of
 them), the address normaliser and the file tail: random bytes, invalid
 UTF-8, NUL bytes, 10 MB lines without a newline, timestamps far in the past
 and future, Unicode look-alike digits, IPv6 zone ids, over-long IPv6,
-unspecified/broadcast/multicast addresses and ``unknown``.  The oracles are
-in fuzz_oracle.py (shared with the atheris target).
+unspecified/broadcast/multicast addresses and ``unknown``.  And what else the
+daemon reads: control requests, state files and config values (huge and
+nested numbers and documents).  The oracles are in fuzz_oracle.py (shared
+with the atheris target).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import tracemalloc
@@ -19,10 +22,14 @@ from fuzz_oracle import (
     ATTACKER,
     NOW,
     all_profiles_matcher,
+    check_config_value,
+    check_control_request,
     check_genuine,
     check_login,
+    check_state_file,
     forged_tails,
     genuine_lines,
+    matcher_for,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,7 +125,7 @@ def test_hostile_user_never_moves_the_address(genuine, data):
     pieces = st.sampled_from(forged_tails(genuine)) | HOSTILE_TEXT
     user = "".join(data.draw(st.lists(pieces, max_size=6)))
     line = genuine.with_user(user).encode("utf-8", "surrogatepass")
-    check_genuine(genuine, MATCHER.match(line, NOW))
+    check_genuine(genuine, matcher_for(genuine.log_format).match(line, NOW))
 
 
 def test_every_profile_has_a_genuine_line_under_test():
@@ -126,7 +133,7 @@ def test_every_profile_has_a_genuine_line_under_test():
         p.name for p in registry().values() if any(e.ip and e.event == "login" for e in p.examples)
     }
     for genuine in GENUINE:  # the cut is right: the unmodified line grants its address
-        login = MATCHER.match(genuine.with_user(genuine.user).encode(), NOW)
+        login = matcher_for(genuine.log_format).match(genuine.with_user(genuine.user).encode(), NOW)
         assert login is not None and login.ip == genuine.ip, genuine
 
 
@@ -150,7 +157,7 @@ def test_special_addresses_are_refused(text):
 def test_special_addresses_in_a_genuine_line_grant_nothing(text):
     for genuine in GENUINE:
         line = genuine.with_user(genuine.user).replace(genuine.ip, text)
-        login = MATCHER.match(line.encode("utf-8"), NOW)
+        login = matcher_for(genuine.log_format).match(line.encode("utf-8"), NOW)
         check_login(login)
         assert login is None or login.ip is None, (genuine.profile, text, login)
 
@@ -214,3 +221,75 @@ def test_ten_megabyte_line_without_newline_is_bounded(tmp_path):
     assert login is not None and login.ip == "192.0.2.8"
     tail.close()
     assert MATCHER.match(b"x" * (10 << 20), NOW) is None  # the matcher bounds it too
+
+
+# -- control requests, state files, config values --------------------------------
+
+NUMBERS = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([1e30, 4e9, -1, 0, 2**63, 2**64, 10**400])
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | NUMBERS | HOSTILE_TEXT | st.sampled_from(FRAGMENTS),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(HOSTILE_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+NESTED = st.tuples(st.integers(0, 120_000), st.sampled_from([b"[", b"{", b'{"a":'])).map(
+    lambda t: t[1] * t[0]
+)
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, default=str).encode()
+
+
+REQUESTS = (
+    st.binary(max_size=5000)
+    | NESTED
+    | JSON.map(_dumps)
+    | st.fixed_dictionaries(
+        {"op": st.sampled_from(["add", "remove", "flush", "save", "grant-all"]) | JSON},
+        optional={"ip": st.sampled_from(FRAGMENTS) | JSON, "grace": NUMBERS | JSON},
+    ).map(_dumps)
+)
+POSITIONS = st.fixed_dictionaries(
+    {k: NUMBERS for k in ("dev", "inode", "offset", "head_len")}
+    | {"path": HOSTILE_TEXT, "head": HOSTILE_TEXT},
+    optional={"mtime_ns": NUMBERS, "newest": JSON},
+)
+ROWS = st.lists(
+    st.tuples(st.sampled_from(FRAGMENTS), NUMBERS, HOSTILE_TEXT, HOSTILE_TEXT).map(list) | JSON,
+    max_size=5,
+)
+STATES = (
+    st.binary(max_size=5000)
+    | NESTED
+    | st.fixed_dictionaries(
+        {"version": st.just(1) | JSON, "grants": ROWS},
+        optional={"saved": NUMBERS | JSON, "position": POSITIONS | JSON},
+    ).map(_dumps)
+)
+
+
+@FAST
+@given(REQUESTS)
+def test_control_requests_are_applied_as_checked_or_set_aside(tmp_path_factory, data):
+    check_control_request(str(tmp_path_factory.mktemp("state")), data)
+
+
+@FAST
+@given(STATES)
+def test_state_files_load_valid_or_are_set_aside(tmp_path_factory, data):
+    check_state_file(str(tmp_path_factory.mktemp("state")), data)
+
+
+@FAST
+@given(
+    st.sampled_from([opt.name for opt in config.SCHEMA]),
+    HOSTILE_TEXT
+    | st.sampled_from(["9" * 400, "99999999999d", "30d", "31d", "1e309", "0", "-1", "0x10"])
+    | st.from_regex(r"\A[0-9]{1,30}(\.[0-9]{0,5})?[smhd]?\Z"),
+)
+def test_config_values_parse_bounded_or_fail_short(name, text):
+    check_config_value(name, text)

@@ -1,8 +1,9 @@
 """Regenerate the captured Dovecot sample logs in tests/profiles/data.
 
-Usage: python3 tests/integration/capture_dovecot.py OUTDIR   (as root)
+Usage: python3 tests/integration/capture_dovecot.py [--version 2.4] OUTDIR   (as root)
 
-Runs one scripted set of sessions against a real Dovecot three times over: through
+Runs one scripted set of sessions against a real Dovecot (2.3: the machine's; 2.4:
+Debian 13's in the trixie tree) three times over: through
 rsyslog (RFC 3339 and traditional files at once), again with Dovecot's default
 auth_username_chars, and with Dovecot's own log file.  It writes the lines as captured,
 without annotations; the profile tests add the expectations.
@@ -19,9 +20,9 @@ from pathlib import Path
 import mail_clients as client
 from dovecot_server import FORGED_LOGIN_USER, HOSTILE_USERS, DovecotServer
 
-SYSLOG_FILE = "dovecot-2.3-captured.log"
-TRADITIONAL_FILE = "dovecot-2.3-captured-traditional.log"
-OWN_LOG_FILE = "dovecot-2.3-own-log.log"
+SYSLOG_FILE = "dovecot-{}-captured.log"
+TRADITIONAL_FILE = "dovecot-{}-captured-traditional.log"
+OWN_LOG_FILE = "dovecot-{}-own-log.log"
 
 
 def ordinary_sessions(server: DovecotServer) -> None:
@@ -42,6 +43,12 @@ def ordinary_sessions(server: DovecotServer) -> None:
     assert not client.imap_login(imap, "alice", "wrong", ("127.0.0.7", 0))
     assert not client.imap_login(imap, "alice", "wrong", ("::1", 0))
     assert not client.pop3_login(pop3, "nosuchuser", "x", ("127.0.0.7", 0))
+    assert client.pop3_login(pop3, "alice", users["alice"], ("127.0.0.10", 0), tls=True)
+    assert client.imap_login(imap, bob, bob_password, ("::1", 0), tls=True)
+    assert client.pop3_login(pop3, "alice", users["alice"], ("127.0.0.11", 0), mechanism="APOP")
+    assert client.imap_login(imap, bob, bob_password, ("127.0.0.11", 0), mechanism="CRAM-MD5")
+    assert not client.pop3_login(pop3, "alice", "wrong", ("127.0.0.7", 0), mechanism="APOP")
+    assert not client.imap_login(imap, "alice", "wrong", ("127.0.0.7", 0), mechanism="CRAM-MD5")
 
 
 def hostile_sessions(server: DovecotServer, succeed: bool) -> None:
@@ -93,24 +100,28 @@ def run(work: Path, **options: object) -> DovecotServer:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--version", choices=("2.3", "2.4"), default="2.3")
     parser.add_argument("outdir", type=Path)
-    outdir = parser.parse_args().outdir
+    args = parser.parse_args()
+    outdir, version = args.outdir, args.version
+    names = [name.format(version) for name in (SYSLOG_FILE, TRADITIONAL_FILE, OWN_LOG_FILE)]
     outdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="capture-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="capture-", dir="/tmp") as tmp:
         work = Path(tmp)
         syslog_runs = [
-            run(work / "permissive"),
-            run(work / "strict", username_chars=None),  # Dovecot's default character set
+            run(work / "permissive", version=version),
+            # Dovecot's default character set
+            run(work / "strict", username_chars=None, version=version),
         ]
-        own = run(work / "own-log", syslog=False)
-        for name, attribute in ((SYSLOG_FILE, "rfc3339_log_path"),
-                                (TRADITIONAL_FILE, "traditional_log_path")):  # fmt: skip
+        own = run(work / "own-log", syslog=False, version=version)
+        for name, attribute in ((names[0], "rfc3339_log_path"),
+                                (names[1], "traditional_log_path")):  # fmt: skip
             with open(outdir / name, "wb") as out:
                 for server in syslog_runs:
                     out.write(Path(getattr(server, attribute)).read_bytes())
         assert own.log_path is not None
-        shutil.copyfile(own.log_path, outdir / OWN_LOG_FILE)
-    for name in (SYSLOG_FILE, TRADITIONAL_FILE, OWN_LOG_FILE):
+        shutil.copyfile(own.log_path, outdir / names[2])
+    for name in names:
         print(outdir / name)
     return 0
 

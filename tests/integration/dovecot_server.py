@@ -1,9 +1,12 @@
 """Run a real Dovecot on loopback in a temporary directory, so tests see genuine log lines.
 
-`DovecotServer` writes its own dovecot.conf and starts `dovecot -F`.  In syslog mode it
-also starts a private rsyslogd and runs Dovecot in a private mount namespace whose
-/dev/log is that rsyslogd's socket, so the lines are written by real rsyslog.  It never
-touches the host's Dovecot, rsyslog or /dev/log, and it is not a pytest fixture itself.
+`DovecotServer` writes its own dovecot.conf and starts `dovecot -F`: the machine's
+Dovecot 2.3, or with version="2.4" Debian 13's, chrooted in the trixie tree (see
+trixie.py).  In syslog mode it also starts a private rsyslogd (the tree's, for 2.4) and
+runs Dovecot in a private mount namespace whose /dev/log is that rsyslogd's socket, so
+the lines are written by real rsyslog; or, given dev_log, it binds that socket instead
+and starts no rsyslogd (a journald, say).  It never touches the host's Dovecot, rsyslog
+or /dev/log, and it is not a pytest fixture itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import trixie
+from dovecot_conf import Conf, conf_23, conf_24
 from mail_clients import connect_without_login, imap_login, pop3_login  # noqa: F401 - re-exported
 from sandbox import (
     START_DEADLINE,
@@ -66,6 +71,9 @@ class DovecotServer(Harness):
     mail log in Debian 12's default RSYSLOG_FileFormat, or RSYSLOG_TraditionalFileFormat
     with traditional=True (both files are always written).  `log_path` is then None.
     syslog=False: Dovecot writes its own `log_path`; `syslog_path` is None.
+    version: "2.3" (the machine's Dovecot) or "2.4" (the trixie tree's).
+    dev_log: with syslog=True, an existing unix socket that becomes Dovecot's /dev/log
+    instead of a private rsyslogd (then there is no log file: `syslog_path` is None).
     """
 
     def __init__(
@@ -78,7 +86,14 @@ class DovecotServer(Harness):
         username_chars: Optional[str] = "",
         auth_verbose: bool = False,
         hostname: Optional[str] = None,
+        version: str = "2.3",
+        dev_log: Optional[Path] = None,
     ) -> None:
+        if version not in ("2.3", "2.4"):
+            raise ValueError(f"no Dovecot {version} harness")
+        self.version = version
+        self.tree = trixie.tree("trixie") if version == "2.4" else None
+        self.dev_log = dev_log
         self.dir = Path(work_dir) / "dovecot"
         self.users = dict(TEST_USERS if users is None else users)
         self.syslog = syslog
@@ -86,12 +101,14 @@ class DovecotServer(Harness):
         self.auth_verbose = auth_verbose
         self.pop3_port = 0
         self.imap_port = 0
-        self._rsyslog = PrivateSyslog(self.dir / "rsyslog", selector="mail.*", hostname=hostname)
+        self._rsyslog = PrivateSyslog(
+            self.dir / "rsyslog", selector="mail.*", hostname=hostname, tree=self.tree
+        )
         self.rfc3339_log_path = self._rsyslog.rfc3339_log
         self.traditional_log_path = self._rsyslog.traditional_log
         self.log_path: Optional[Path] = None if syslog else self.dir / "dovecot.log"
         self.syslog_path: Optional[Path] = None
-        if syslog:
+        if syslog and dev_log is None:
             self.syslog_path = self.traditional_log_path if traditional else self.rfc3339_log_path
         self._dovecot: Optional[subprocess.Popen] = None
         self._socket_dir = self.dir
@@ -107,7 +124,10 @@ class DovecotServer(Harness):
     # -- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
-        dovecot = require("dovecot", "dovecot-core dovecot-pop3d dovecot-imapd")
+        if self.tree is None:
+            dovecot = require("dovecot", "dovecot-core dovecot-pop3d dovecot-imapd")
+        else:
+            dovecot = "/usr/sbin/dovecot"
         if os.geteuid() != 0:
             raise RuntimeError("DovecotServer needs root (Dovecot master, mount namespace)")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -116,9 +136,9 @@ class DovecotServer(Harness):
         if len(str(self.dir)) + 30 > 107:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
             self._private_socket_dir = True
-        self._rsyslog.socket = self._socket_dir / "log.sock"
+        self._rsyslog.socket = self.dev_log or self._socket_dir / "log.sock"
         try:
-            if self.syslog:
+            if self.syslog and self.dev_log is None:
                 self._rsyslog.start()
             self._start_dovecot(dovecot)
         except BaseException:
@@ -140,9 +160,7 @@ class DovecotServer(Harness):
     def _start_dovecot(self, dovecot: str) -> None:
         for attempt in range(3):
             self.pop3_port, self.imap_port = free_ports(2)
-            command = [dovecot, "-F", "-c", str(self._write_dovecot_files())]
-            if self.syslog:
-                command = self._rsyslog.inside(command)
+            command = self._wrap([dovecot, "-F", "-c", str(self._write_dovecot_files())])
             output = self.dir / "dovecot.stderr"
             self._dovecot = spawn(command, output)
             try:
@@ -163,7 +181,8 @@ class DovecotServer(Harness):
             alive=lambda: proc.poll() is None,
         )
         # Proves the log path end to end (through rsyslog in syslog mode).
-        self.wait_for_log("master: ", deadline=START_DEADLINE)
+        if self.syslog_path is not None or self.log_path is not None:
+            self.wait_for_log("master: ", deadline=START_DEADLINE)
 
     def _write_dovecot_files(self) -> Path:
         run, mail = self._socket_dir / "run", self.dir / "mail"
@@ -180,69 +199,36 @@ class DovecotServer(Harness):
             lines.append(f"{_passwd_file_key(name)}:{{PLAIN}}{password}::::/home/u{i}::\n")
         passwd = self.dir / "passwd"
         passwd.write_text("".join(lines))
+        cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+        if not key.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                           check=True, capture_output=True)  # fmt: skip
+        settings = Conf(
+            run=run, state=self.dir / "state", mail=mail, passwd=passwd, uid=nobody.pw_uid,
+            gid=nobody.pw_gid, pop3_port=self.pop3_port, imap_port=self.imap_port,
+            log="syslog" if self.syslog else str(self.log_path),
+            username_chars=self.username_chars, auth_verbose=self.auth_verbose,
+            cert=cert, key=key,
+        )  # fmt: skip
         conf = self.dir / "dovecot.conf"
-        conf.write_text(self._dovecot_conf(run, mail, passwd, nobody))
+        conf.write_text(conf_24(settings) if self.tree is not None else conf_23(settings))
         return conf
 
-    def _dovecot_conf(self, run: Path, mail: Path, passwd: Path, nobody: pwd.struct_passwd) -> str:
-        chars = (
-            "" if self.username_chars is None else f"auth_username_chars = {self.username_chars}\n"
-        )
-        log = "syslog" if self.syslog else str(self.log_path)
-        # The anvil listener is off to disable the per-IP auth penalty (up to 15 s per
-        # failed login from one IP); auth_failure_delay = 0 likewise keeps tests fast.
-        # auth runs as root because it reads the passwd-file from pytest's 0700 tree.
-        # Dovecot refuses mail access as root, so mail processes run as nobody inside
-        # mail_chroot: pytest's 0700 temp directories are not traversable by nobody, but
-        # the chroot is entered while still root.
-        return f"""\
-base_dir = {run}
-state_dir = {self.dir / "state"}
-protocols = pop3 imap
-listen = 127.0.0.1, ::1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-auth_verbose = {"yes" if self.auth_verbose else "no"}
-{chars}log_path = {log}
-mail_uid = {nobody.pw_uid}
-mail_gid = {nobody.pw_gid}
-mail_chroot = {mail}
-mail_location = maildir:~/Maildir
-passdb {{
-  driver = passwd-file
-  args = {passwd}
-}}
-userdb {{
-  driver = passwd-file
-  args = {passwd}
-}}
-service auth {{
-  user = root
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-"""
+    def _wrap(self, argv: List[str]) -> List[str]:
+        """argv as run where Dovecot runs: its tree, its /dev/log."""
+        if self.tree is not None:
+            binds = [self.dir, self._socket_dir]
+            if self.syslog and self.dev_log is None:
+                return self._rsyslog.inside(argv, binds)
+            dev_log = self.dev_log if self.syslog else None
+            return trixie.command(self.tree, argv, binds=binds, dev_log=dev_log)
+        return self._rsyslog.inside(argv) if self.syslog else argv
+
+    def run_inside(self, argv: List[str]) -> None:
+        """Run argv to its end where Dovecot runs (its tree, its /dev/log): `logger`, say."""
+        subprocess.run(self._wrap(argv), check=True, capture_output=True, timeout=START_DEADLINE)
 
     def process_ids(self) -> List[int]:
         """PIDs of rsyslogd, the Dovecot master and every process below it."""

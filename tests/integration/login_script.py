@@ -9,17 +9,33 @@ servers themselves are in cyrus_server.py / courier_server.py.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import json
+import poplib
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, NamedTuple, Sequence, Set, Tuple, Type
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Sequence,
+    Set,
+    Tuple,
+    Type,
+    Union,
+)
 
 import pytest
-from mail_clients import imap_login, pop3_login
-from sandbox import SyslogServer
-from support import popbsmtp, write_config
+from mail_clients import imap_login, imap_session, pop3_login, pop3_session
+from sandbox import SyslogServer, poll
+from support import popbsmtp, successful_logins_seen, write_config
 
-Attempt = Tuple[str, str, str, str]  # protocol ("pop3"/"imap"), source address, user, password
+# protocol ("pop3"/"imap", "pop3/tls" after STARTTLS), source address, user, password
+Attempt = Tuple[str, str, str, str]
 # (log text, successful sessions, failed attempts) -> has the server logged them all?
 Settled = Callable[[str, int, int], bool]
 
@@ -51,10 +67,11 @@ def standard_attempts(users: Dict[str, str]) -> List[Attempt]:
 def attempt_logins(server: SyslogServer, attempts: Sequence[Attempt]) -> List[bool]:
     """Each attempt in turn, logging out after a success; whether each one got in."""
     results = []
-    for protocol, source, user, password in attempts:
+    for how, source, user, password in attempts:
+        protocol, _, secure = how.partition("/")
         login = pop3_login if protocol == "pop3" else imap_login
         port = server.pop3_port if protocol == "pop3" else server.imap_port
-        results.append(login(port, user, password, (source, 0)))
+        results.append(login(port, user, password, (source, 0), tls=secure == "tls"))
     return results
 
 
@@ -85,16 +102,19 @@ def scripted_run(
 
 def scripted_run_fixture(
     name: str,
-    server_class: Type[SyslogServer],
+    server_classes: Sequence[Type[SyslogServer]],
     users: Dict[str, str],
-    attempts: Sequence[Attempt],
+    attempts: Union[Sequence[Attempt], Callable[[Type[SyslogServer]], Sequence[Attempt]]],
     settled: Settled,
-) -> Callable[[], Iterator[ScriptedRun]]:
-    """A module-scoped fixture called name yielding the scripted_run of these arguments."""
+) -> Callable[..., Iterator[ScriptedRun]]:
+    """A module-scoped fixture called name yielding the scripted_run of these arguments,
+    once per server class (ids: the classes' VERSION); attempts may depend on the class."""
 
-    @pytest.fixture(scope="module", name=name)
-    def run_once() -> Iterator[ScriptedRun]:
-        with scripted_run(server_class, users, attempts, settled) as run:
+    @pytest.fixture(scope="module", name=name, params=server_classes,
+                    ids=[getattr(c, "VERSION", c.__name__) for c in server_classes])  # fmt: skip
+    def run_once(request: pytest.FixtureRequest) -> Iterator[ScriptedRun]:
+        script = attempts(request.param) if callable(attempts) else attempts
+        with scripted_run(request.param, users, script, settled) as run:
             yield run
 
     return run_once
@@ -118,8 +138,7 @@ def check_authorizes_exactly(
     assert {"127.0.0.5", "127.0.0.6", "::1"} <= succeeded  # the ordinary users got in
     assert "127.0.0.7" not in succeeded
     events, summary = popbsmtp_test_json(tmp, log)
-    granted = {e["ip"] for e in events if e["event"] == "login" and e["ignored"] is None}
-    assert granted == succeeded
+    assert successful_logins_seen(events) == succeeded
     assert "6.6.6.6" not in {e["raw_ip"] for e in events}
     assert summary["profiles_matched"] == [profile]
     assert summary["unrecognised_login_lines"] == []
@@ -127,3 +146,21 @@ def check_authorizes_exactly(
     logouts = [e for e in events if e["event"] == "logout"]
     assert len(logouts) == sessions
     return log, events, logouts
+
+
+def stop_with_sessions_open(server: Any, log_text: Callable[[], str]) -> None:
+    """Log alice in over IMAP from 127.0.0.20 and POP3 from ::1, wait until log_text()
+    shows both logins, and stop the running server while both clients are connected."""
+    # The clients' goodbyes after the stop find no server: that is expected.
+    goodbyes = contextlib.suppress(OSError, imaplib.IMAP4.error, poplib.error_proto)
+    with goodbyes, ExitStack() as sessions:
+        imap = sessions.enter_context(
+            imap_session(server.imap_port, "alice", "alice-pw", ("127.0.0.20", 0))
+        )
+        pop3 = sessions.enter_context(
+            pop3_session(server.pop3_port, "alice", "alice-pw", ("::1", 0))
+        )
+        imap.noop()
+        pop3.stat()
+        poll(lambda: log_text().count("alice") >= 2, "both logins logged")
+        server.stop()

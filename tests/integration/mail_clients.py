@@ -11,10 +11,19 @@ import contextlib
 import imaplib
 import poplib
 import socket
+import ssl
 from typing import Any, ContextManager, Iterator, Optional, Tuple, Union
 
 Address = Tuple[str, int]
 DEFAULT_SOURCE: Address = ("127.0.0.5", 0)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The test servers' certificates are throw-away and self-signed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _server_host(source: Address) -> str:
@@ -41,8 +50,14 @@ class _BoundPOP3(_SourceBound, poplib.POP3):
     error = poplib.error_proto
 
     def log_in(self, user: str, password: str, mechanism: str = "USER") -> None:
+        if mechanism == "APOP":
+            self.apop(user, password)
+            return
         self.user(user)
         self.pass_(password)
+
+    def secure(self) -> None:
+        self.stls(_tls_context())
 
     def log_out(self) -> None:
         self.quit()
@@ -60,6 +75,8 @@ class _BoundIMAP4(_SourceBound, imaplib.IMAP4):
         if mechanism == "PLAIN":
             payload = f"\0{user}\0{password}".encode()
             self.authenticate("PLAIN", lambda _challenge: payload)
+        elif mechanism == "CRAM-MD5":
+            self.login_cram_md5(user, password)
         else:
             # imaplib quotes the password but sends the user name raw; a name with a
             # space or a quote would be a protocol error rather than a login attempt.
@@ -67,6 +84,9 @@ class _BoundIMAP4(_SourceBound, imaplib.IMAP4):
 
     def log_out(self) -> None:
         self.logout()
+
+    def secure(self) -> None:
+        self.starttls(_tls_context())
 
     def hang_up(self) -> None:
         with contextlib.suppress(OSError):
@@ -76,9 +96,13 @@ class _BoundIMAP4(_SourceBound, imaplib.IMAP4):
 _Client = Union[_BoundPOP3, _BoundIMAP4]
 
 
-def _attempt(client: _Client, user: str, password: str, mechanism: str, logout: bool) -> bool:
-    """One login attempt; True if the server accepted it.  Ends with a proper logout,
-    or with logout=False by dropping the connection."""
+def _attempt(
+    client: _Client, user: str, password: str, mechanism: str, logout: bool, tls: bool = False
+) -> bool:
+    """One login attempt (after STARTTLS with tls=True); True if the server accepted
+    it.  Ends with a proper logout, or with logout=False by dropping the connection."""
+    if tls:
+        client.secure()
     try:
         client.log_in(user, password, mechanism)
         ok = True
@@ -109,10 +133,14 @@ def pop3_login(
     *,
     logout: bool = True,
     timeout: float = 10.0,
+    mechanism: str = "USER",
+    tls: bool = False,
 ) -> bool:
-    """USER/PASS from source; True on +OK.  logout=False drops the TCP connection
-    instead of sending QUIT (Dovecot then logs "Disconnected: Connection closed")."""
-    return _attempt(_BoundPOP3(port, source, timeout), user, password, "USER", logout)
+    """USER/PASS (or mechanism "APOP") from source, after STLS with tls=True; True on
+    +OK.  logout=False drops the TCP connection instead of sending QUIT (Dovecot then
+    logs "Disconnected: Connection closed")."""
+    client = _BoundPOP3(port, source, timeout)
+    return _attempt(client, user, password, mechanism, logout, tls)
 
 
 def imap_login(
@@ -124,12 +152,15 @@ def imap_login(
     mechanism: str = "LOGIN",
     logout: bool = True,
     timeout: float = 10.0,
+    tls: bool = False,
 ) -> bool:
-    """Log in from source; True on OK.  logout=False drops the TCP connection instead of
-    sending LOGOUT.  mechanism "LOGIN" uses the LOGIN command (ASCII names only, as
-    imaplib encodes commands as ASCII); "PLAIN" uses AUTHENTICATE PLAIN, whose base64
-    payload can carry any UTF-8, even CR and LF."""
-    return _attempt(_BoundIMAP4(port, source, timeout), user, password, mechanism, logout)
+    """Log in from source (after STARTTLS with tls=True); True on OK.  logout=False
+    drops the TCP connection instead of sending LOGOUT.  mechanism "LOGIN" uses the
+    LOGIN command (ASCII names only, as imaplib encodes commands as ASCII); "PLAIN"
+    uses AUTHENTICATE PLAIN, whose base64 payload can carry any UTF-8, even CR and LF;
+    "CRAM-MD5" the challenge-response mechanism."""
+    client = _BoundIMAP4(port, source, timeout)
+    return _attempt(client, user, password, mechanism, logout, tls)
 
 
 def pop3_session(

@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
+
+import trixie
 
 # Readiness and shutdown are polled against these deadlines, never slept for.
 START_DEADLINE = 15.0
@@ -232,7 +234,8 @@ class PrivateSyslog:
     `rfc3339_log` is Debian 12's default RSYSLOG_FileFormat, `traditional_log` the
     pre-bookworm RSYSLOG_TraditionalFileFormat; both get every line of `selector`, and
     all.log gets everything.  The socket lives in socket_dir (default: directory), which
-    must be short: a unix socket path has at most 107 bytes.
+    must be short: a unix socket path has at most 107 bytes.  With tree (a Debian root
+    from trixie.py), rsyslogd and the programs run by inside() are that tree's, chrooted.
     """
 
     def __init__(
@@ -242,8 +245,10 @@ class PrivateSyslog:
         selector: str = "*.*",
         hostname: Optional[str] = None,
         socket_dir: Optional[Path] = None,
+        tree: Optional[Path] = None,
     ) -> None:
         self.dir = directory
+        self.tree = tree
         self.selector = selector
         self.hostname = hostname
         self.socket = (socket_dir or directory) / "log.sock"
@@ -252,14 +257,18 @@ class PrivateSyslog:
         self._proc: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        rsyslogd = require("rsyslogd", "rsyslog")
         require("unshare", "util-linux")
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "rsyslog.conf"
         conf.write_text(self._conf())
         pid_file = str(self.dir / "rsyslogd.pid")
-        self._proc = spawn([rsyslogd, "-n", "-f", str(conf), "-i", pid_file],
-                           self.dir / "rsyslogd.out")  # fmt: skip
+        if self.tree is None:
+            argv = [require("rsyslogd", "rsyslog"), "-n", "-f", str(conf), "-i", pid_file]
+        else:
+            argv = trixie.command(self.tree, ["/usr/sbin/rsyslogd", "-n", "-f", str(conf),
+                                              "-i", pid_file],
+                                  binds=self._binds([self.socket.parent]))  # fmt: skip
+        self._proc = spawn(argv, self.dir / "rsyslogd.out")
         proc = self._proc
         poll(
             lambda: self.socket.exists() and stat.S_ISSOCK(self.socket.stat().st_mode),
@@ -279,10 +288,17 @@ class PrivateSyslog:
     def pid(self) -> Optional[int]:
         return self._proc.pid if self.running and self._proc is not None else None
 
-    def inside(self, argv: List[str]) -> List[str]:
-        """argv run in a private mount namespace whose /dev/log is our socket."""
+    def _binds(self, extra: Iterable[Path] = ()) -> List[Path]:
+        return list(dict.fromkeys([self.dir, *extra]))
+
+    def inside(self, argv: List[str], binds: Iterable[Path] = (), **options: Any) -> List[str]:
+        """argv run in a private mount namespace whose /dev/log is our socket.  In a
+        tree, binds (and options, see trixie.command) say what the program sees."""
+        if self.tree is not None:
+            return trixie.command(self.tree, argv, binds=self._binds(binds),
+                                  dev_log=self.socket, **options)  # fmt: skip
         hostdev = self.dir / "hostdev"
-        hostdev.mkdir(exist_ok=True)
+        hostdev.mkdir(parents=True, exist_ok=True)
         return ["unshare", "--mount", "--propagation", "private", "--",
                 "sh", "-c", _NAMESPACE_SCRIPT, "sh", str(hostdev), str(self.socket),
                 *argv]  # fmt: skip

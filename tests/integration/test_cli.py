@@ -29,17 +29,17 @@ def test_add_remove_flush_list(pf_tmp, running):
     cfg = ["--config", str(config)]
     daemon = Daemon(config).start() if running else None
     try:
-        out = popbsmtp("add", "2001:DB8::7", "--for", "10m", *cfg).stdout
-        assert "added 2001:db8::7" in out and ("daemon" if running else "offline") in out
-        assert granted(pf_tmp, "2001:db8::7")  # applied before the tool returned
+        out = popbsmtp("add", "2001:DB8:0:1:2:3:4:7", "--for", "10m", *cfg).stdout
+        assert "added 2001:db8:0:1:2:3:4:7" in out and ("daemon" if running else "offline") in out
+        assert granted(pf_tmp, "2001:db8:0:1:2:3:4:7")  # applied before the tool returned
         popbsmtp("add", "192.0.2.8", *cfg)
         rows = [json.loads(x) for x in popbsmtp("list", "--json", *cfg).stdout.splitlines()]
-        assert {r["ip"] for r in rows} == {"2001:db8::7", "192.0.2.8"}
+        assert {r["ip"] for r in rows} == {"2001:db8:0:1:2:3:4:7", "192.0.2.8"}
         assert all(r["profile"] == "manual" for r in rows)
         popbsmtp("remove", "192.0.2.8", *cfg)
         assert not granted(pf_tmp, "192.0.2.8")
         popbsmtp("flush", *cfg)
-        assert not granted(pf_tmp, "2001:db8::7")
+        assert not granted(pf_tmp, "2001:db8:0:1:2:3:4:7")
         assert popbsmtp("list", *cfg).stdout == ""
         popbsmtp("add", "192.0.2.9", *cfg)
     finally:

@@ -1,7 +1,8 @@
-"""Real Cyrus IMAP 3.6 output through ``popbsmtp test --json``.
+"""Real Cyrus IMAP 3.6 and 3.10 output through ``popbsmtp test --json``.
 
-Cyrus imapd and pop3d (unpacked from Debian's packages by .ci/setup, never
-installed: they conflict with Dovecot's) log through a private rsyslogd.
+Cyrus imapd and pop3d, 3.6 (Debian 12's, unpacked by .ci/setup, never installed:
+they conflict with Dovecot's) or 3.10 (Debian 13's, in the trixie-cyrus tree), log
+through a private rsyslogd.
 Clients log in from several 127.0.0.N and ::1, some fail (wrong password,
 unknown user, hostile names such as ``x [6.6.6.6] y``).  ``popbsmtp test``
 must authorize exactly the addresses whose login the *client* saw succeed,
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Dict
 
 import pytest
-from cyrus_server import CyrusServer
+from cyrus_server import Cyrus310Server, CyrusServer
 from login_script import check_authorizes_exactly, scripted_run_fixture, standard_attempts
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ def settled(text: str, sessions: int, failures: int) -> bool:
     return text.count(" USAGE ") >= sessions
 
 
-cyrus_run = scripted_run_fixture("cyrus_run", CyrusServer, USERS, ATTEMPTS, settled)
+cyrus_run = scripted_run_fixture(
+    "cyrus_run", [CyrusServer, Cyrus310Server], USERS, ATTEMPTS, settled
+)
 
 
 @pytest.mark.parametrize("which", ["rfc3339", "traditional"])

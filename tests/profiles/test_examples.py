@@ -21,6 +21,18 @@ from popbsmtp.parse.matcher import Matcher
 from popbsmtp.profiles import Example, Profile, Rule, registry
 
 PROFILES = list(registry().values())
+# Examples from a server's own log file parse only when log_format names it.
+OWN_LOGS = ("dovecot", "qpopper", "apple")
+
+
+def _format_of(line: str) -> str:
+    """The log_format that reads ``line``: auto (syslog) first, else an own-log one."""
+    for name in ("auto", *OWN_LOGS):
+        if EnvelopeParser(name).parse(line, NOW) is not None:
+            return name
+    raise AssertionError(f"example has no parseable envelope: {line!r}")
+
+
 ALL_RULES: List[Tuple[Profile, Rule]] = [(p, r) for p in PROFILES for r in p.rules]
 NOW = time.mktime((2026, 11, 27, 12, 0, 0, 0, 0, -1))
 BUDGET = 0.05  # seconds per hostile line and rule
@@ -37,8 +49,8 @@ def _matching_rules(line: str, own: str) -> List[str]:
     Profiles outside ``auto`` (dovecot1) accept shapes ``auto`` refuses as
     forged; they are only ever combined with profiles the admin names.
     """
-    envelope = EnvelopeParser().parse(line, NOW)
-    assert envelope is not None, f"example has no parseable envelope: {line!r}"
+    envelope = EnvelopeParser(_format_of(line)).parse(line, NOW)
+    assert envelope is not None
     return [
         f"{profile.name}/{rule.name}"
         for profile, rule in ALL_RULES
@@ -56,7 +68,10 @@ def test_example(profile: str, index: int, example: Example) -> None:
         assert found == [], f"negative example ({example.note}) matched {found}"
         return
     assert found == [f"{profile}/{example.rule}"], f"{example.line!r} matched {found}"
-    matcher = Matcher([p for p in PROFILES if p.auto or p.name == profile])
+    matcher = Matcher(
+        [p for p in PROFILES if p.auto or p.name == profile],
+        EnvelopeParser(_format_of(example.line)),
+    )
     login = matcher.match(example.line.encode(), NOW)
     assert login is not None, "the prefilter (needle) rejected a positive example"
     assert login.rule_id == f"{profile}/{example.rule}"
@@ -89,11 +104,12 @@ def _literals(rule: Rule) -> List[str]:
 
 
 def _messages(profile: Profile, rule: Rule) -> List[str]:
-    parser = EnvelopeParser()
     found = []
     for example in profile.examples:
-        envelope = parser.parse(example.line, NOW)
-        if example.rule == rule.name and envelope is not None:
+        if example.rule != rule.name:
+            continue
+        envelope = EnvelopeParser(_format_of(example.line)).parse(example.line, NOW)
+        if envelope is not None:
             found.append(envelope.message)
     return found
 

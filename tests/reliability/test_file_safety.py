@@ -132,7 +132,7 @@ BAD_REQUESTS = [
 ]
 
 
-def test_malformed_requests_are_dropped_not_applied(tmp_path, caplog):
+def test_malformed_requests_are_set_aside_not_applied(tmp_path, caplog):
     spool = tmp_path / "control"
     spool.mkdir(mode=0o700)
     for n, text in enumerate(BAD_REQUESTS):
@@ -142,8 +142,11 @@ def test_malformed_requests_are_dropped_not_applied(tmp_path, caplog):
         found = control.pending(str(tmp_path))
     assert [request for _, request in found] == [{"op": "add", "ip": "10.0.0.1"}]
     assert len(caplog.records) == len(BAD_REQUESTS)
-    assert all("dropping bad control request" in r.getMessage() for r in caplog.records)
-    assert sorted(p.name for p in spool.iterdir()) == [f"req-{len(BAD_REQUESTS):020d}-1.json"]
+    assert all("setting aside bad control request" in r.getMessage() for r in caplog.records)
+    good = f"req-{len(BAD_REQUESTS):020d}-1.json"
+    assert sorted(p.name for p in spool.glob("req-*")) == [good]
+    assert len(list(spool.glob("bad-req-*"))) == len(BAD_REQUESTS)  # kept to look at
+    assert control.pending(str(tmp_path))[0][0].endswith(good)  # never retried
 
 
 def test_start_refuses_a_table_directory_it_cannot_write(pf_tmp):
