@@ -126,7 +126,10 @@ SCHEMA: Tuple[Option, ...] = (
         " is Postfix's default_database_type (postconf), lmdb without Postfix.  The daemon"
         " creates the table, so it needs write access to the directory: running as the"
         " packaged user popbsmtp, use a directory it owns, e.g."
-        " lmdb:/etc/postfix/popbsmtp/clients (see docs/install.md).",
+        " lmdb:/etc/postfix/popbsmtp/clients (see docs/install.md).  Or"
+        " socketmap:unix:/run/popbsmtp/socketmap:popbsmtp (or socketmap:inet:127.0.0.1:PORT:NAME):"
+        " the daemon answers Postfix's lookups itself, exactly, expiring at lookup time"
+        " (docs/maps.md).",
         "lmdb:/etc/postfix/pop-before-smtp",
     ),
     Option(
@@ -141,7 +144,13 @@ SCHEMA: Tuple[Option, ...] = (
     ),
     Option("map_mode", kinds.file_mode, "0644", "File mode of the table (Postfix must read it)."),
     Option("map_owner", kinds.text, "", "Owner of the table file (empty: the daemon's user)."),
-    Option("map_group", kinds.text, "", "Group of the table file (empty: the daemon's group)."),
+    Option(
+        "map_group",
+        kinds.text,
+        "",
+        "Group of the table file (empty: the daemon's group); for socketmap: the socket's"
+        " group, which Postfix must be in (empty: postfix).",
+    ),
     Option(
         "ipv6_scope",
         kinds.choice("exact", "neighbours"),

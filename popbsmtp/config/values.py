@@ -104,7 +104,9 @@ def map_spec(text: str) -> MapSpec:
     checked at start, by :func:`popbsmtp.maps.writer_class`)."""
     try:
         spec = MapSpec.parse(text)
-    except Exception:  # ConfigError from MapSpec.parse
+    except Exception as exc:  # ConfigError from MapSpec.parse
+        if text.strip().startswith("socketmap:"):
+            raise ValueError(str(exc)) from None  # says what a socketmap endpoint must be
         raise ValueError(
             f"{shown(text.strip())} is not a Postfix table TYPE:/absolute/path"
         ) from None
@@ -114,7 +116,8 @@ def map_spec(text: str) -> MapSpec:
             f"table type {spec.type!r} is not supported; supported: "
             + ", ".join(k for k in known if k != "memory")
         )
-    absolute_path(spec.path)
+    if not spec.served:  # a socketmap endpoint was checked by MapSpec.parse
+        absolute_path(spec.path)
     return spec
 
 

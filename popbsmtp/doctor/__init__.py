@@ -79,6 +79,12 @@ class Doctor:
 
     def check_map(self, types: Tuple[str, ...]) -> List[Finding]:
         kind, path = self.spec.type, self.spec.path
+        if self.spec.served and kind in types:
+            from popbsmtp.doctor import socketmap
+
+            return socketmap.check(
+                self.spec, self.settings.state_dir, self.settings.map_group, self.dir
+            )
         if kind not in types:
             default = _safe(lambda: postfix.parameter("default_database_type", self.dir))
             why = (
@@ -336,7 +342,12 @@ def main(settings: Settings, hint: bool, out: TextIO) -> int:
 def compare_map(settings: Settings, granted: Set[str], out: TextIO) -> int:
     """Print what the table holds next to the grants; 1 when they differ."""
     spec: MapSpec = settings.map
-    in_map = read_keys(spec, settings.postfix_config_dir)
+    if spec.served:  # asked one key at a time; it holds nothing but grants
+        from popbsmtp.doctor.socketmap import served_keys
+
+        in_map = served_keys(spec, granted, settings.postfix_config_dir)
+    else:
+        in_map = read_keys(spec, settings.postfix_config_dir)
     for key in sorted(in_map | granted):
         state = (
             "in map, granted"

@@ -75,6 +75,8 @@ class GrantTable:
         self._entries = 0  # in buckets and _near, stale ones included
         self._added: Set[str] = set()
         self._removed: Set[str] = set()
+        # Kept grants whose expiry moved; tracked once take_retimed() was called.
+        self._retimed: Optional[Set[str]] = None
         self.refused_full = 0
         self._full_streak = 0  # refusals since the table last had room (log throttling)
 
@@ -123,6 +125,8 @@ class GrantTable:
         if current is not None:
             if expires > current:
                 self._expires[ip] = expires
+                if self._retimed is not None:
+                    self._retimed.add(ip)
                 self._set_rule(ip, profile, rule)
                 self._schedule(ip, expires)
             return True
@@ -143,6 +147,8 @@ class GrantTable:
         if ip not in self._expires:
             return self.grant(ip, expires, profile, rule)
         self._expires[ip] = expires
+        if self._retimed is not None:
+            self._retimed.add(ip)
         self._set_rule(ip, profile, rule)
         self._schedule(ip, expires)
         return True
@@ -270,6 +276,19 @@ class GrantTable:
         added, removed = self._added, self._removed
         self._added, self._removed = set(), set()
         return added, removed
+
+    def take_retimed(self) -> Dict[str, float]:
+        """Expiries set or moved since the last call, pending additions included.
+
+        For a table that answers at lookup time (socketmap): it must know
+        an extension even though the map's key set did not change.  Call it
+        before :meth:`take_changes`; moves are tracked from the first call
+        on (a full reconcile covers what came before).
+        """
+        moved = self._added if self._retimed is None else self._retimed | self._added
+        self._retimed = set()
+        expires = self._expires
+        return {ip: expires[ip] for ip in moved if ip in expires}
 
     def keys(self) -> KeysView[str]:
         """The granted keys: a live view, not a copy (1,000,000 keys are 40 MB as a set)."""

@@ -13,7 +13,7 @@ import pkgutil
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Collection, Dict, Optional, Set, Tuple, Type
+from typing import Collection, Dict, Mapping, Optional, Set, Tuple, Type
 
 from popbsmtp.errors import ConfigError
 
@@ -28,9 +28,20 @@ class MapSpec:
     def __str__(self) -> str:
         return f"{self.type}:{self.path}"
 
+    @property
+    def served(self) -> bool:
+        """Answered by the daemon itself over a socket (``socketmap:``), not a file."""
+        return not self.path.startswith("/")
+
     @classmethod
     def parse(cls, text: str) -> MapSpec:
-        match = re.fullmatch(r"([a-z0-9_]+):(/[^\s\0]+)", text.strip())
+        text = text.strip()
+        if text.startswith("socketmap:"):
+            from popbsmtp.maps.socketmap import parse_endpoint
+
+            parse_endpoint(text[len("socketmap:") :])  # a ConfigError says what is wrong
+            return cls("socketmap", text[len("socketmap:") :])
+        match = re.fullmatch(r"([a-z0-9_]+):(/[^\s\0]+)", text)
         if not match:
             raise ConfigError(f"{text!r} is not a Postfix table TYPE:/absolute/path")
         return cls(match.group(1), match.group(2))
@@ -54,6 +65,10 @@ class MapWriter(ABC):
     create the table in :meth:`open` so smtpd never finds it missing.
     """
 
+    # A table answered at lookup time (socketmap) compares each key's expiry
+    # with the clock itself: the keeper then tells it every expiry that was
+    # set or changed (:meth:`retime`) before it calls apply() or replace().
+    expiring = False
     #: Whether smtpd also looks a client up by partial keys in this table type
     #: (every "fixed" table: lmdb, hash, btree, cdb, SQL); False for tables
     #: asked at lookup time with the full address only (socketmap).
@@ -71,6 +86,9 @@ class MapWriter(ABC):
     @abstractmethod
     def apply(self, add: Collection[str], remove: Collection[str]) -> None:
         """Add and delete keys; raise :class:`MapError` on failure."""
+
+    def retime(self, expiries: Mapping[str, float]) -> None:  # noqa: B027 - only if expiring
+        """Learn when these keys expire (epoch seconds); only called when ``expiring``."""
 
     def replace(self, keys: Collection[str]) -> None:
         """Make the table hold exactly ``keys`` (reconcile)."""

@@ -88,6 +88,8 @@ class MapKeeper:
         return "memory (dry run)" if self.dry_run else str(self.settings.map)
 
     def publish(self, table: GrantTable, now: float) -> None:
+        expiring = self.writer is not None and self.writer.expiring
+        retimed = table.take_retimed() if expiring else {}
         added, removed = table.take_changes()
         if self.retry_at is not None and now < self.retry_at:
             return
@@ -96,8 +98,10 @@ class MapKeeper:
             self.dirty = True
         try:
             if not self.dirty:
+                assert self.writer is not None
+                if retimed:
+                    self.writer.retime(retimed)
                 if added or removed:
-                    assert self.writer is not None
                     self.writer.apply(added, removed)
                     self._written()
                 if now >= self._verify_at:
@@ -127,6 +131,8 @@ class MapKeeper:
                 self.writer.close()
                 self.writer = None
             self.writer = writer_for(self.settings, self.dry_run)
+        if self.writer.expiring:
+            self.writer.retime({ip: expires for ip, expires, _, _ in table.iter_rows()})
         self.writer.replace(table.keys())
         self._written()
         self._verify_at = self.clock() + VERIFY_INTERVAL
