@@ -47,5 +47,17 @@ class StartupError(PopbsmtpError):
     """The daemon cannot start (missing tool, unsafe path, locked state)."""
 
 
+class SetupError(StartupError):
+    """A setting or a permission keeps the daemon from starting: exit 78.
+
+    An init system that restarts a failed service (systemd's
+    ``Restart=on-failure``) would otherwise retry forever; the unit's
+    ``RestartPreventExitStatus=78`` stops it until the administrator acts.
+    The message is one line naming the file or setting and the fix.
+    """
+
+    exit_code = EXIT_CONFIG
+
+
 class MapError(PopbsmtpError):
     """Writing the Postfix table failed; the daemon retries, tools report it."""

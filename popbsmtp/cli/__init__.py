@@ -19,8 +19,10 @@ from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
-from popbsmtp.policy import ipv6_exact_only, ipv6_refusal, policy_for
+from popbsmtp.parse.matcher import Matcher
+from popbsmtp.policy import Policy, ipv6_exact_only, ipv6_refusal, policy_for
 from popbsmtp.profiles import registry, select
+from popbsmtp.sources.choice import JOURNAL, choose_source
 
 log = logging.getLogger("popbsmtp")
 
@@ -138,28 +140,76 @@ def cmd_flush(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    """Empty the table after the daemon stopped (ExecStopPost, init script, package erase)."""
+    if args.dry_run:
+        return EXIT_OK  # a dry run never wrote the table
+    if not os.path.exists(args.config or config.DEFAULT_CONFIG):
+        return EXIT_OK  # removed or never configured: no table of ours to empty
+    settings = _settings(args)
+    held = admin.withdraw(settings)
+    if held is None:
+        print(
+            f"popbsmtp is running ({settings.state_dir}/lock is held): {settings.map} is left to it"
+        )
+    elif held:
+        print(
+            f"withdrew {held} client(s) from {settings.map}; the saved grants "
+            "return when the daemon starts"
+        )
+    return EXIT_OK
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     settings = _settings(args)
     matcher = build_matcher(settings, args.profile)
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
     policy = policy_for(settings, ignored, matcher.profiles)
     now = time.time() if args.now is None else _parse_now(args.now)
-    source = args.file or settings.logfile
-    with open_input(source, sys.stdin.buffer) as handle:
-        run_test(
-            handle,
-            matcher,
-            policy,
-            now=now,
-            out=sys.stdout,
-            as_json=args.json,
-            max_entries=settings.max_entries,
-        )
+    if args.journal is not None and args.file:
+        raise PopbsmtpError("give a log file or --journal, not both")
+    chosen = None if args.file or args.journal is not None else choose_source(settings, now)
+    if args.journal is not None or (chosen is not None and chosen.kind == JOURNAL):
+        # --journal DIR; --journal alone (journal_directory, else the system's); or no
+        # file given and the daemon's source is the journal
+        directory = args.journal or (chosen.path if chosen else "") or settings.journal_directory
+        _test_journal(directory, settings, matcher, policy, now, args.json)
+    else:
+        source = args.file or (chosen.path if chosen else settings.logfile)
+        with open_input(source, sys.stdin.buffer) as handle:
+            run_test(
+                handle,
+                matcher,
+                policy,
+                now=now,
+                out=sys.stdout,
+                as_json=args.json,
+                max_entries=settings.max_entries,
+            )
     if args.read_map:
         from popbsmtp.doctor import compare_map
 
         return compare_map(settings, {row[0] for row in admin.grants(settings)}, sys.stdout)
     return EXIT_OK
+
+
+def _test_journal(directory: str, settings: config.Settings, matcher: Matcher, policy: Policy,
+                  now: float, as_json: bool) -> None:  # fmt: skip
+    """Every entry of that journal, with the journal trust the daemon applies."""
+    from popbsmtp.cli.journaltest import run_journal_test
+    from popbsmtp.sources.journal import read_journal
+    from popbsmtp.sources.trust import TrustCheck
+
+    run_journal_test(
+        read_journal(directory, max_line_length=settings.max_line_length),
+        matcher,
+        TrustCheck(matcher.profiles, settings.journal_trust),
+        policy,
+        now=now,
+        out=sys.stdout,
+        as_json=as_json,
+        max_entries=settings.max_entries,
+    )
 
 
 def _parse_now(text: str) -> float:
@@ -176,9 +226,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for name, value, source in settings.explain():
             print(f"{name} = {value}".ljust(56) + f"  # {source}")
         print(f"# ignore_networks resolves to: {networks.describe}")
+        _explain_source(settings)
     else:
         print("configuration OK")
     return EXIT_OK
+
+
+def _explain_source(settings: config.Settings) -> None:
+    """Which log the daemon would follow now, why, and whom it trusts in the journal."""
+    from popbsmtp.sources.trust import TrustCheck
+
+    chosen = choose_source(settings)
+    print(f"# source: {chosen.describe()} ({chosen.reason})")
+    if chosen.kind == JOURNAL:
+        profiles = select(settings.profiles)
+        trust = TrustCheck(profiles, settings.journal_trust)
+        for profile in profiles:
+            if profile.name not in trust.untrusted_profiles:
+                print(f"# journal trust {profile.name}: {trust.describe(profile.name)}")
+        if trust.untrusted_profiles:
+            names = ", ".join(trust.untrusted_profiles)
+            print(f"# no journal trust (grant nothing from the journal): {names}")
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -266,8 +334,29 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_flush
     )
 
+    wdr = sub.add_parser(
+        "withdraw",
+        parents=[common],
+        help="empty the table while no daemon runs (after a stop or crash)",
+    )
+    # It takes `popbsmtp run`'s options too: units and scripts pass it the same $OPTIONS.
+    wdr.add_argument("--dry-run", action="store_true", help="do nothing (as a dry-run daemon)")
+    for flag in ("--foreground", "--daemonize"):
+        wdr.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    wdr.add_argument("--pidfile", help=argparse.SUPPRESS)
+    wdr.set_defaults(func=cmd_withdraw)
+
     test = sub.add_parser("test", parents=[common], help="show what a log would authorize")
-    test.add_argument("file", nargs="?", help="log file, or - for stdin (default: logfile)")
+    test.add_argument(
+        "file", nargs="?", help="log file, or - for stdin (default: the configured source)"
+    )
+    test.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="read the journal (files in DIR, else journal_directory, else the system's)",
+    )
     test.add_argument("--profile", "-p", action="append", help="profile(s) to try; auto = all")
     test.add_argument("--json", action="store_true", help="one JSON object per event")
     test.add_argument("--now", help=argparse.SUPPRESS)

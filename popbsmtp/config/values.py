@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, List
+from typing import TYPE_CHECKING, Callable, List, Mapping
 
 from popbsmtp.maps import MapSpec, known_types
 from popbsmtp.parse.envelope import FORMATS
+
+if TYPE_CHECKING:
+    from popbsmtp.profiles import JournalTrust
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Every number is bounded: a grace of 400 nines would be infinity, and the
@@ -75,6 +78,20 @@ def absolute_path(text: str) -> str:
     return text
 
 
+def path_or_auto(text: str) -> str:
+    return "auto" if text.strip().lower() == "auto" else absolute_path(text)
+
+
+def optional_path(text: str) -> str:
+    return absolute_path(text) if text.strip() else ""
+
+
+def journal_trust(text: str) -> Mapping[str, JournalTrust]:
+    from popbsmtp.sources.trust import parse_journal_trust  # imports the profiles
+
+    return parse_journal_trust(text)
+
+
 def word_list(text: str) -> List[str]:
     words = [w for w in re.split(r"[\s,]+", text.strip()) if w]
     if not words:
@@ -87,7 +104,9 @@ def map_spec(text: str) -> MapSpec:
     checked at start, by :func:`popbsmtp.maps.writer_class`)."""
     try:
         spec = MapSpec.parse(text)
-    except Exception:  # ConfigError from MapSpec.parse
+    except Exception as exc:  # ConfigError from MapSpec.parse
+        if text.strip().startswith("socketmap:"):
+            raise ValueError(str(exc)) from None  # says what a socketmap endpoint must be
         raise ValueError(
             f"{shown(text.strip())} is not a Postfix table TYPE:/absolute/path"
         ) from None
@@ -97,7 +116,8 @@ def map_spec(text: str) -> MapSpec:
             f"table type {spec.type!r} is not supported; supported: "
             + ", ".join(k for k in known if k != "memory")
         )
-    absolute_path(spec.path)
+    if not spec.served:  # a socketmap endpoint was checked by MapSpec.parse
+        absolute_path(spec.path)
     return spec
 
 

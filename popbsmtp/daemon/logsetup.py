@@ -22,7 +22,7 @@ import stat
 import sys
 from typing import Optional, TextIO, Union
 
-from popbsmtp.errors import StartupError
+from popbsmtp.errors import SetupError, StartupError
 from popbsmtp.maps._files import trusted_uids
 
 LOG_FILE_MODE = 0o640
@@ -121,7 +121,7 @@ def _file_handler(path: str) -> logging.Handler:
         handler = _OwnLogFile(path, encoding="utf-8")
     except OSError as exc:
         why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-        raise StartupError(f"cannot open log file {path}: {why}") from None
+        raise SetupError(f"log_target: cannot open log file {path}: {why}") from None
     handler.setFormatter(logging.Formatter(_STAMPED))
     return handler
 

@@ -2,11 +2,13 @@
 
 Each check gives OK, WARNING or ERROR with a one-line fix: the map (type
 listed by ``postconf -m``, files present, readable by ``mail_owner``,
-``postmap -q`` finds a granted client), where ``check_client_access`` sits
-in the restriction lists of every smtpd service (main.cf and master.cf
-overrides), whether the log shows logins the profiles recognise, what
-``ignore_networks`` resolves to, and whether the daemon runs.  It only
-reads; ``--fix-hint`` prints ``postconf`` commands and never runs them.
+``postmap -q`` finds a granted client, the service user may write its
+directory), where ``check_client_access`` sits in the restriction lists of
+every smtpd service (main.cf and master.cf overrides), whether the log shows
+logins the profiles recognise, what ``ignore_networks`` resolves to, and
+whether the daemon runs (a table that holds clients while it does not is an
+error: nobody would expire them).  It only reads; ``--fix-hint`` prints
+``postconf`` commands and never runs them.
 """
 
 from __future__ import annotations
@@ -26,16 +28,21 @@ from popbsmtp.doctor.probes import (
     daemon_running,
     live_grants,
     lock_holder,
+    service_user,
     tail_lines,
     unreadable_by,
+    unwritable_by,
 )
 from popbsmtp.errors import PopbsmtpError
 from popbsmtp.maps import MapSpec, partial_lookups, writer_class
-from popbsmtp.maps._files import check_directory
+from popbsmtp.maps._files import SERVICE_TABLE, check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
-from popbsmtp.profiles import LOGIN, registry
+from popbsmtp.profiles import LOGIN, registry, select
+from popbsmtp.sources.choice import JOURNAL, SourceChoice, choose_source
+from popbsmtp.sources.journal import match_entries, read_journal
+from popbsmtp.sources.trust import TrustCheck
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 LOG_LINES = 5000
@@ -72,6 +79,12 @@ class Doctor:
 
     def check_map(self, types: Tuple[str, ...]) -> List[Finding]:
         kind, path = self.spec.type, self.spec.path
+        if self.spec.served and kind in types:
+            from popbsmtp.doctor import socketmap
+
+            return socketmap.check(
+                self.spec, self.settings.state_dir, self.settings.map_group, self.dir
+            )
         if kind not in types:
             default = _safe(lambda: postfix.parameter("default_database_type", self.dir))
             why = (
@@ -88,8 +101,9 @@ class Doctor:
         missing = [f for f in files if not os.path.isfile(f)]
         if not files or missing:
             why = f"{', '.join(missing) or self.table} is missing; smtpd answers 451 for it"
-            return [Finding(ERROR, "map", why, "start popbsmtp: it creates the table")]
-        return [self._readable(files), self._directory(), self._lookup()]
+            missing_map = Finding(ERROR, "map", why, "start popbsmtp: it creates the table")
+            return [missing_map, self._writable()]
+        return [self._readable(files), self._directory(), self._writable(), self._lookup()]
 
     def _readable(self, files: List[str]) -> Finding:
         owner = _safe(lambda: postfix.parameter("mail_owner", self.dir)) or "postfix"
@@ -114,7 +128,24 @@ class Doctor:
             f"{directory} is owned by root or the daemon, not writable by others",
         )
 
+    def _writable(self) -> Finding:
+        """Can the daemon's user create the table's temporary files and rename them in?"""
+        directory = os.path.dirname(self.spec.path)
+        user = service_user()
+        problem = unwritable_by(directory, user)
+        if problem:
+            why = f"{user} cannot create files in {directory}: {problem}"
+            fix = (
+                f"set map = {self.spec.type}:{SERVICE_TABLE} (the packages make that directory "
+                f"for the popbsmtp user), or let {user} write {directory}"
+            )
+            return Finding(ERROR, "service user", why, fix)
+        return Finding(OK, "service user", f"{user} can create files in {directory}")
+
     def _lookup(self) -> Finding:
+        if not daemon_running(self.settings.state_dir):
+            why = f"popbsmtp is not running, so {self.table} is empty by design; nothing to look up"
+            return Finding(WARNING, "postmap -q", why, "start popbsmtp, then rerun")
         grants = live_grants(self.settings.state_dir)
         key = grants[-1] if grants else "192.0.2.0"
         try:
@@ -183,14 +214,17 @@ class Doctor:
     # -- the log, networks, the daemon -----------------------------------
 
     def check_log(self) -> Finding:
-        path = self.settings.logfile
+        chosen = choose_source(self.settings)
+        if chosen.kind == JOURNAL:
+            return self.check_journal(chosen)
+        path = chosen.path
         try:
             lines = tail_lines(path, LOG_LINES)
         except OSError as exc:
             fix = "set logfile = the log your POP/IMAP server writes"
             return Finding(ERROR, "log", f"cannot read {path}: {exc.strerror}", fix)
         found = _count_logins(self.settings, self.settings.profiles, lines)
-        where = f"the last {len(lines)} lines of {path}"
+        where = f"the last {len(lines)} lines of {path} ({chosen.reason})"
         if found:
             return Finding(OK, "log", f"{found} logins recognised in {where}")
         counts = {name: _count_logins(self.settings, [name], lines) for name in registry()}
@@ -199,6 +233,32 @@ class Doctor:
             why = f"the configured profiles match no login in {where}; these would: {would}"
             return Finding(WARNING, "log", why, f"set profiles = {', '.join(would)}")
         fix = "log in once by POP/IMAP; check logfile; try popbsmtp test"
+        return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
+
+    def check_journal(self, chosen: SourceChoice) -> Finding:
+        """The source is the journal: logins among its last entries, and refused senders."""
+        what = f"{chosen.describe()} ({chosen.reason})"
+        profiles = select(self.settings.profiles)
+        found = refused = 0
+        try:
+            entries = list(read_journal(chosen.path, last=LOG_LINES))
+        except PopbsmtpError as exc:
+            fix = "run as root, or add popbsmtp's user to the group systemd-journal"
+            return Finding(ERROR, "log", f"cannot read {what}: {exc}", fix)
+        trust = TrustCheck(profiles, self.settings.journal_trust)
+        lookup = build_matcher(self.settings)
+        for _, _, login, why in match_entries(entries, lookup, trust):
+            if login is not None and login.event == LOGIN:
+                found += why is None
+                refused += why is not None
+        where = f"the last {len(entries)} entries of {what}"
+        if refused:
+            fix = "see the daemon's 'refused journal entry' lines; set journal_trust if genuine"
+            why = f"{found} logins recognised, {refused} refused (sender not the server) in {where}"
+            return Finding(WARNING, "log", why, fix)
+        if found:
+            return Finding(OK, "log", f"{found} logins recognised in {where}")
+        fix = "log in once by POP/IMAP; try popbsmtp test --journal"
         return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
 
     def check_ipv6(self) -> Finding:
@@ -232,10 +292,27 @@ class Doctor:
         written = f"map written {age(self._files())}, state saved {age([state])}"
         if not daemon_running(self.settings.state_dir):
             fix = "systemctl start popbsmtp (or popbsmtp run --daemonize)"
+            held = self._held()
+            if held:
+                why = (
+                    f"popbsmtp is not running but {self.table} holds {held} client(s) "
+                    "that nobody will expire (a killed daemon leaves them)"
+                )
+                return Finding(ERROR, "daemon", why, f"{fix}; or empty it: popbsmtp withdraw")
             return Finding(WARNING, "daemon", f"popbsmtp is not running; {written}", fix)
         pid = lock_holder(self.settings.state_dir)
         who = f"pid {pid}, holding {self.settings.state_dir}/lock" if pid else "pid unknown"
         return Finding(OK, "daemon", f"popbsmtp is running ({who}); {written}")
+
+    def _held(self) -> int:
+        """How many keys the table holds (0 when absent or unreadable: reported above)."""
+        files = self._files()
+        if not files or not all(os.path.isfile(f) for f in files):
+            return 0
+        try:
+            return len(read_keys(self.spec, self.dir))
+        except PopbsmtpError:
+            return 0
 
 
 def _count_logins(settings: Settings, profiles: List[str], lines: List[bytes]) -> int:
@@ -270,7 +347,11 @@ def main(settings: Settings, hint: bool, out: TextIO) -> int:
 def compare_map(settings: Settings, granted: Set[str], out: TextIO) -> int:
     """Print what the table holds next to the grants; 1 when they differ."""
     spec: MapSpec = settings.map
-    if spec.type == "pgsql":  # postmap -s cannot list a database: ask it
+    if spec.served:  # asked one key at a time; it holds nothing but grants
+        from popbsmtp.doctor.socketmap import served_keys
+
+        in_map = served_keys(spec, granted, settings.postfix_config_dir)
+    elif spec.type == "pgsql":  # postmap -s cannot list a database: ask it
         from popbsmtp.maps.keeper import writer_for
 
         writer = writer_for(settings)

@@ -17,8 +17,9 @@ import pwd
 import stat
 import struct
 import time
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
+from popbsmtp.errors import PopbsmtpError
 from popbsmtp.grants.state import StateLock
 
 
@@ -44,6 +45,66 @@ def unreadable_by(path: str, user: str) -> str:
     return ""
 
 
+SERVICE_USER = "popbsmtp"  # User= in the systemd unit; the packages create it
+
+
+def service_user() -> str:
+    """Whom the daemon runs as: the service user when we are root and it exists, else us.
+
+    Under the packaged unit the daemon runs as ``popbsmtp``; root running the
+    doctor most likely asks about that daemon.  Anyone else runs it as himself.
+    """
+    if os.geteuid() == 0:
+        try:
+            return pwd.getpwnam(SERVICE_USER).pw_name
+        except KeyError:
+            pass
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def unwritable_by(directory: str, user: str) -> str:
+    """Why ``user`` cannot create files in ``directory``, or "" when it can.
+
+    From the mode bits, owners and groups along the path, and read-only mounts;
+    ACLs, SELinux and a unit's ``ReadWritePaths=`` are not seen.
+    """
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"{directory} is on a read-only file system"
+        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        return f"no such user {user}"
+    except OSError as exc:
+        return f"{directory}: {exc.strerror}"
+    if entry.pw_uid == 0:
+        return ""
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+    parts = os.path.abspath(directory).split("/")
+    for depth in range(1, len(parts)):
+        name = "/".join(parts[: depth + 1]) or "/"
+        try:
+            info = os.stat(name)
+        except OSError as exc:
+            return f"{name}: {exc.strerror}"
+        need = 3 if depth == len(parts) - 1 else 1  # write and search, or search
+        shift = 6 if info.st_uid == entry.pw_uid else 3 if info.st_gid in groups else 0
+        if (info.st_mode >> shift) & need != need:
+            owner = _name(pwd.getpwuid, info.st_uid)
+            group = _name(grp.getgrgid, info.st_gid)
+            return f"{name} has mode {stat.S_IMODE(info.st_mode):04o}, owner {owner}:{group}"
+    return ""
+
+
+def _name(lookup: Callable[[int], Any], number: int) -> str:
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
+
+
 def live_grants(state_dir: str) -> List[str]:
     """Granted client keys from the saved snapshot, oldest expiry first (read-only)."""
     try:
@@ -63,7 +124,7 @@ def daemon_running(state_dir: str) -> bool:
         if lock.acquire():
             lock.release()
             return False
-    except OSError:
+    except (OSError, PopbsmtpError):
         return False
     return True
 

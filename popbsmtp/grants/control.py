@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from popbsmtp.grants import GrantTable
 
 from popbsmtp.config.values import MAX_DURATION
-from popbsmtp.errors import StartupError
+from popbsmtp.errors import SetupError
 from popbsmtp.parse.addresses import postfix_key
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ def check_spool(state_dir: str) -> None:
     info = os.lstat(directory)
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise StartupError(f"control spool {directory} is not a directory (or is a symlink)")
+        raise SetupError(f"control spool {directory} is not a directory (or is a symlink)")
     if info.st_uid != os.geteuid() or mode & 0o077:
-        raise StartupError(
+        raise SetupError(
             f"control spool {directory} must be owned by uid {os.geteuid()} with mode 0700 "
             f"(it is uid {info.st_uid}, mode {mode:04o}); fix with: "
             f"chown {os.geteuid()} {directory} && chmod 0700 {directory}"

@@ -31,11 +31,12 @@ import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from popbsmtp.errors import StartupError
+from popbsmtp.errors import SetupError
 from popbsmtp.maps._files import owner_problem, trusted_uids
 from popbsmtp.parse.addresses import postfix_key
+from popbsmtp.sources.journal import JournalCursor
 from popbsmtp.sources.position import Position
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Snapshot:
     # Loaded: a list.  To save: any iterable, e.g. GrantTable.iter_rows(), so a
     # big table is never copied whole.
     grants: Iterable[Row] = field(default_factory=list)
-    position: Optional[Position] = None
+    position: Optional[Union[Position, JournalCursor]] = None  # a file's, or the journal's
     extra: Dict[str, Any] = field(default_factory=dict)
     saved: Optional[float] = None  # the daemon's clock when written (clock jumps)
 
@@ -68,19 +69,25 @@ def ensure_dir(path: str) -> None:
     Its grants are loaded as they are: whoever owns the directory could put
     any address in ``state.json``.
     """
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=0o700)
-    info = os.lstat(path)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(path, mode=0o700)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise SetupError(
+            f"state_dir {path}: {exc.strerror}; create it for the daemon's user "
+            f"(install -d -m 0700 -o USER {path}) or set state_dir"
+        ) from None
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise StartupError(f"state_dir {path} is not a directory (or is a symlink)")
+        raise SetupError(f"state_dir {path} is not a directory (or is a symlink)")
     if info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0):
-        raise StartupError(
+        raise SetupError(
             f"state_dir {path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
             f"fix with: chmod go-w {path}"
         )
     problem = owner_problem(path)
     if problem is not None:
-        raise StartupError(f"state_dir {path}: {problem}; fix with: chown root {path}")
+        raise SetupError(f"state_dir {path}: {problem}; fix with: chown root {path}")
 
 
 class StateFile:
@@ -234,12 +241,18 @@ def _snapshot(text: str) -> Snapshot:
         raise ValueError(f"unknown state version {fields.get('version')!r}")
     if rows is None or "grants" in fields:  # none, or twice
         raise KeyError("grants")
-    position = Position.from_json(fields["position"]) if fields.get("position") else None
+    position = _position(fields["position"]) if fields.get("position") else None
     extra = {k: v for k, v in fields.items() if k not in ("version", "saved", "position")}
     saved = fields.get("saved")
     if saved is not None and (isinstance(saved, bool) or not math.isfinite(float(saved))):
         raise ValueError(f"saved is not a time ({saved!r})")  # it shifts manual grants
     return Snapshot(rows, position, extra, float(saved) if saved is not None else None)
+
+
+def _position(data: Any) -> Union[Position, JournalCursor]:
+    if isinstance(data, dict) and "journal_cursor" in data:
+        return JournalCursor.from_json(data)
+    return Position.from_json(data)
 
 
 def _grants(text: str, pos: int, rows: Rows) -> int:
@@ -297,13 +310,18 @@ class StateLock:
         try:
             fd = os.open(self.path, flags, 0o600)
         except OSError as exc:  # ELOOP: a symlink planted as the lock is never followed
-            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise StartupError(
-                f"cannot open the lock file {self.path}: {why}; remove it (popbsmtp creates it)"
+            if exc.errno == errno.ELOOP:
+                raise SetupError(
+                    f"cannot open the lock file {self.path}: it is a symbolic link; "
+                    "remove it (popbsmtp creates it)"
+                ) from None
+            raise SetupError(
+                f"state_dir: cannot open {self.path}: {exc.strerror}; state_dir must belong "
+                "to the daemon's user (run tools as that user or root)"
             ) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise StartupError(f"the lock file {self.path} is not a regular file; remove it")
+            raise SetupError(f"the lock file {self.path} is not a regular file; remove it")
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -28,9 +28,20 @@ class MapSpec:
     def __str__(self) -> str:
         return f"{self.type}:{self.path}"
 
+    @property
+    def served(self) -> bool:
+        """Answered by the daemon itself over a socket (``socketmap:``), not a file."""
+        return not self.path.startswith("/")
+
     @classmethod
     def parse(cls, text: str) -> MapSpec:
-        match = re.fullmatch(r"([a-z0-9_]+):(/[^\s\0]+)", text.strip())
+        text = text.strip()
+        if text.startswith("socketmap:"):
+            from popbsmtp.maps.socketmap import parse_endpoint
+
+            parse_endpoint(text[len("socketmap:") :])  # a ConfigError says what is wrong
+            return cls("socketmap", text[len("socketmap:") :])
+        match = re.fullmatch(r"([a-z0-9_]+):(/[^\s\0]+)", text)
         if not match:
             raise ConfigError(f"{text!r} is not a Postfix table TYPE:/absolute/path")
         return cls(match.group(1), match.group(2))
@@ -54,15 +65,14 @@ class MapWriter(ABC):
     create the table in :meth:`open` so smtpd never finds it missing.
     """
 
-    #: Whether smtpd also looks a client up by partial keys in this table type
-    #: (every "fixed" table: lmdb, hash, btree, cdb, SQL); False for tables
-    #: asked at lookup time with the full address only (socketmap).
-    partial_lookups = True
-
     # A table answered at lookup time (socketmap) compares each key's expiry
     # with the clock itself: the keeper then tells it every expiry that was
     # set or changed (:meth:`retime`) before it calls apply() or replace().
     expiring = False
+    #: Whether smtpd also looks a client up by partial keys in this table type
+    #: (every "fixed" table: lmdb, hash, btree, cdb, SQL); False for tables
+    #: asked at lookup time with the full address only (socketmap).
+    partial_lookups = True
 
     #: Whether the table is a file in a directory the daemon writes (False for
     #: a database: the daemon only reads the file that names it).
@@ -89,6 +99,17 @@ class MapWriter(ABC):
         current = self.keys()
         wanted = set(keys)
         self.apply(wanted - current, current - wanted)
+
+    def empty(self) -> int:
+        """Withdraw every key but keep the (empty) table; return how many it held.
+
+        The daemon does this when it stops, so no client keeps relaying on a
+        grant nobody will expire.  The file stays: smtpd answers 451 for a
+        missing table, an empty one lets it decide as if no client were granted.
+        """
+        held = len(self.keys())
+        self.replace(())
+        return held
 
     @abstractmethod
     def keys(self) -> Set[str]:

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, FrozenSet, List, Optional, Tuple
 
 from popbsmtp.errors import MapError
 
+# The table the packages configure, in a directory they create for the service user.
+SERVICE_TABLE = "/etc/postfix/popbsmtp/clients"
+
 if TYPE_CHECKING:
     from popbsmtp.maps import MapOptions
 
@@ -100,7 +103,10 @@ def check_directory(directory: str) -> None:
     try:
         info = os.stat(directory)
     except OSError as exc:
-        raise MapError(f"table directory {directory}: {exc.strerror}") from None
+        raise MapError(
+            f"table directory {directory}: {exc.strerror}; create it for the daemon "
+            f"or set map = lmdb:{SERVICE_TABLE} (a directory the packages create)"
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
         raise MapError(f"table directory {directory} is not a directory")
     problem = owner_problem(directory)
@@ -132,11 +138,19 @@ def check_writable(directory: str) -> None:
         with tempfile.TemporaryFile(prefix=".popbsmtp-check-", dir=directory):
             pass
     except OSError as exc:
+        user = _user_name(os.geteuid())
         raise MapError(
-            f"cannot create files in the table directory {directory}: {exc.strerror}; "
-            "give the daemon a directory of its own, e.g. map = "
-            "lmdb:/etc/postfix/popbsmtp/clients (the RPM creates it; docs/install.md)"
+            f"user {user} cannot create files in the table directory {directory}: "
+            f"{exc.strerror}; set map = lmdb:{SERVICE_TABLE} (the RPM and the .deb "
+            f"create that directory for the service user) or let {user} write {directory}"
         ) from None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def apply_ownership(path: str, options: MapOptions) -> None:

@@ -5,18 +5,24 @@ fails (directory not writable, disk full), the keeper logs once, backs off
 (1 s doubling to 60 s) and then reconciles the whole table; the same happens
 when the table file vanished or was replaced, and every few minutes as a
 check.  It never raises out of :meth:`publish`: tailing goes on.
+
+When the daemon stops, :meth:`MapKeeper.withdraw` empties the table (fail
+closed: nobody would expire what it holds); the grants stay in the saved
+state and the reconcile at the next start puts the unexpired ones back.
+:func:`withdraw_table` does the same from ``popbsmtp withdraw`` after a crash.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, Optional
 
 from popbsmtp.config import Settings
-from popbsmtp.errors import MapError, StartupError
+from popbsmtp.errors import MapError, SetupError
 from popbsmtp.grants import GrantTable
-from popbsmtp.maps import MapOptions, MapSpec, MapWriter, open_writer
+from popbsmtp.maps import MapOptions, MapSpec, MapWriter, open_writer, writer_class
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +30,35 @@ VERIFY_INTERVAL = 300.0
 MAX_BACKOFF = 60.0
 
 
+def _options(settings: Settings) -> MapOptions:
+    return MapOptions(
+        settings.map_mode, settings.map_owner, settings.map_group, settings.postfix_config_dir
+    )
+
+
 def writer_for(settings: Settings, dry_run: bool = False) -> MapWriter:
     spec: MapSpec = settings.map
     if dry_run:
         spec = MapSpec("memory", spec.path)
-    options = MapOptions(
-        settings.map_mode, settings.map_owner, settings.map_group, settings.postfix_config_dir
-    )
-    return open_writer(spec, settings.map_value, options, settings.map_writer)
+    return open_writer(spec, settings.map_value, _options(settings), settings.map_writer)
+
+
+def withdraw_table(settings: Settings) -> Optional[int]:
+    """Empty the configured table in place; how many keys it held, None if there is none.
+
+    A missing table is not created: nothing grants through it, and an
+    uninstalled Postfix or a purged package needs no new file.
+    """
+    spec: MapSpec = settings.map
+    kind = writer_class(spec.type, settings.map_writer, settings.postfix_config_dir)
+    writer = kind(spec, settings.map_value, _options(settings))
+    if not any(os.path.lexists(name) for name in writer.files):
+        return None
+    writer.open()
+    try:
+        return writer.empty()
+    finally:
+        writer.close()
 
 
 class MapKeeper:
@@ -55,7 +82,7 @@ class MapKeeper:
         try:
             self.writer = writer_for(self.settings, self.dry_run)
         except MapError as exc:
-            raise StartupError(str(exc)) from None
+            raise SetupError(f"map = {self.settings.map}: {exc}") from None
 
     def describe(self) -> str:
         return "memory (dry run)" if self.dry_run else str(self.settings.map)
@@ -137,6 +164,23 @@ class MapKeeper:
         self.dirty = True
         self.retry_at = now + self.backoff
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+
+    def withdraw(self) -> bool:
+        """Leave the table empty as the daemon stops; False (logged) when that failed."""
+        try:
+            if self.writer is None or not self.writer.healthy():
+                self.close()
+                self.writer = writer_for(self.settings, self.dry_run)
+            held = self.writer.empty()
+        except MapError as exc:
+            log.error("%s; the table still authorizes its clients: run popbsmtp withdraw", exc)
+            return False
+        log.info(
+            "withdrew %d clients from %s; they stay saved for the next start",
+            held,
+            self.describe(),
+        )
+        return True
 
     def close(self) -> None:
         if self.writer is not None:

@@ -143,6 +143,18 @@ class Writer(MapWriter):
 
         self._write(change)
 
+    def empty(self) -> int:
+        """Drop every key in one write transaction (Postfix sees all or none gone)."""
+        held = 0
+
+        def change(txn: lmdb.Transaction) -> None:
+            nonlocal held
+            held = txn.stat()["entries"]
+            txn.drop(self._env.open_db(txn=txn), delete=False)  # type: ignore[union-attr]
+
+        self._write(change)
+        return held
+
     def differs(self, keys: Collection[str]) -> bool:
         """The same comparison as :meth:`keys` ``!= keys``, streamed (see :meth:`replace`)."""
         try:

@@ -225,8 +225,8 @@ class Writer(MapWriter):
         return {row[0] for row in rows}
 
     def close(self) -> None:
-        # The rows stay: they expire in SQL, and withdrawing them would end
-        # the grants of a daemon that is merely restarting.
+        # Rows stay unless empty() withdrew them (a clean stop): after a crash
+        # or with the database away they still end at their expiry, in SQL.
         if self._conn is not None:
             with contextlib.suppress(Exception):  # closing a broken connection
                 self._conn.close()

@@ -103,6 +103,15 @@ class Writer(MapWriter):
         self._dirty = True
         self.flush()
 
+    def empty(self) -> int:
+        """Rebuild empty now; a deferred rebuild is dropped, an unreadable file replaced."""
+        try:
+            held = len(self._read_back())
+        except MapError:
+            held = 0  # unreadable or torn: replaced all the same
+        self.replace(())
+        return held
+
     def pending(self) -> Optional[float]:
         """Seconds until a deferred rebuild is due; None when none is waiting."""
         if not self._dirty:

@@ -70,6 +70,22 @@ def test_granted_found_removed_not(writer):
     assert writer.pending() is None
 
 
+def test_empty_withdraws_every_key_and_keeps_the_file(writer):
+    """What a stopping daemon does: Postfix finds no key, and no missing table (451)."""
+    writer.replace([STABLE, TOGGLED])
+    writer.apply(["192.0.2.3"], [])  # a deferred rebuild is dropped, not written first
+    on_file = 3 if writer.pending() is None else 2
+    assert writer.empty() == on_file  # how many keys Postfix could still find
+    for name in writer.files:
+        assert stat.S_ISREG(os.lstat(name).st_mode)
+    for key in (STABLE, TOGGLED, "192.0.2.3"):
+        assert postmap_query(key, table(writer)) is None
+    assert writer.keys() == set() and writer.pending() is None
+    assert writer.empty() == 0
+    writer.replace([STABLE])  # the next start reconciles as usual
+    assert postmap_query(STABLE, table(writer)) == "OK"
+
+
 def test_reopen_keeps_contents(writer):
     writer.replace([STABLE, TOGGLED])
     writer.close()

@@ -47,6 +47,9 @@ exec chroot "$4" /bin/sh -euc "$6"
 # leaves the grant in the table.  Polls with a deadline of 20 s.
 GRANT_THEN_CRASH = r"""
 install -m 0640 -g adm /dev/null /var/log/mail.log
+# rsyslog has written the mail log (logfile = auto follows it while it is written)
+echo "$(date -u +%Y-%m-%dT%H:%M:%S.000000+00:00) mail postfix/master[1]: daemon started" \
+    >>/var/log/mail.log
 setpriv --reuid popbsmtp --regid popbsmtp --groups adm popbsmtp run --foreground 2>/tmp/daemon.log &
 daemon=$!
 poll() { i=0; until "$@"; do i=$((i + 1)); [ $i -lt 200 ] || return 1; sleep 0.1; done; }
@@ -211,7 +214,6 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
 
     # Remove: the command goes, the conffile and the state stay, and the
     # grant the crashed daemon left in Postfix's table is withdrawn.
-    withdraw = tree.run("popbsmtp withdraw --help").returncode == 0
     tree.ok("dpkg -r popbsmtp")
     assert tree.run("command -v popbsmtp").returncode != 0
     tree.ok("test -f /etc/popbsmtp/popbsmtp.conf && test -s /var/lib/popbsmtp/state.json")
@@ -231,6 +233,4 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     assert status.returncode != 0 or status.stdout.endswith(" not-installed"), status.stdout
     assert tree.ok("getent passwd popbsmtp").startswith("popbsmtp:")
 
-    if not withdraw:
-        pytest.xfail("this tree's popbsmtp has no 'withdraw' command for prerm to run")
     assert table == "", f"a removed package left grants in Postfix's table: {table}"

@@ -10,11 +10,13 @@ granted client, and after running the ``--fix-hint`` commands accept it.
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from postfix_instance import PostfixInstance, free_port
+from postfix_instance import PostfixInstance, free_port, require
 from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_config
 
 from popbsmtp import postfix
@@ -32,6 +34,13 @@ def setup(tmp: Path, kind: str = "hash", **postfix: str) -> tuple:
     return config, instance, table
 
 
+def grant(config: Path) -> Daemon:
+    """A running daemon with GRANTED in its table (a stopped one leaves the table empty)."""
+    daemon = Daemon(config).start()  # conftest stops it after the test
+    popbsmtp("add", GRANTED, "--config", str(config))
+    return daemon
+
+
 def doctor(config: Path, instance: PostfixInstance, *extra: str) -> subprocess.CompletedProcess:
     return popbsmtp(
         "doctor", "--config", str(config), "--postfix-dir", str(instance.etc), *extra, check=False
@@ -44,7 +53,7 @@ def lines(result: subprocess.CompletedProcess, level: str) -> list:
 
 def test_correct_setup_is_all_ok(pf_tmp):
     config, instance, table = setup(pf_tmp)
-    popbsmtp("add", GRANTED, "--config", str(config))
+    grant(config)
     result = doctor(config, instance)
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines(result, "ERROR") == []
@@ -54,7 +63,8 @@ def test_correct_setup_is_all_ok(pf_tmp):
     assert "is in smtpd_relay_restrictions before the relay decision" in out
     assert "1 logins recognised" in out
     assert "ignore_networks: none" in out
-    assert "WARNING  daemon: popbsmtp is not running" in out
+    assert "OK       daemon: popbsmtp is running" in out
+    assert f"OK       service user: root can create files in {pf_tmp}" in out
     assert "speedups" not in out  # pure Python: nothing optional to report
     assert doctor(config, instance, "--fix-hint").stdout == ""
 
@@ -65,7 +75,7 @@ def test_check_only_in_recipient_restrictions_is_an_error_and_the_hint_fixes_it(
         relay_restrictions=DEFAULT_RELAY,
         recipient_restrictions=f"check_client_access hash:{pf_tmp}/pbs, reject_unauth_destination",
     )
-    popbsmtp("add", GRANTED, "--config", str(config))
+    grant(config)
     result = doctor(config, instance)
     assert result.returncode == 1
     [error] = lines(result, "ERROR")
@@ -99,7 +109,7 @@ def test_unsupported_map_type(pf_tmp):
 
 def test_master_cf_service_overriding_restrictions(pf_tmp):
     config, instance, table = setup(pf_tmp)
-    popbsmtp("add", GRANTED, "--config", str(config))
+    grant(config)
     port = free_port()
     with instance:
         with open(instance.etc / "master.cf", "a") as master:
@@ -140,7 +150,7 @@ def test_unreachable_check_is_a_warning(pf_tmp):
         pf_tmp,
         relay_restrictions=f"permit_mynetworks, reject, check_client_access hash:{pf_tmp}/pbs",
     )
-    popbsmtp("add", GRANTED, "--config", str(config))
+    grant(config)
     result = doctor(config, instance)
     assert result.returncode == 0
     assert any("unreachable after 'reject'" in x for x in lines(result, "WARNING"))
@@ -225,7 +235,7 @@ def test_unreadable_map_and_log_without_matching_profile(pf_tmp):
     config, instance, table = setup(pf_tmp)
     with open(config, "a") as extra:
         extra.write("map_mode = 0600\nprofiles = uw\n")
-    popbsmtp("add", GRANTED, "--config", str(config))
+    grant(config)
     result = doctor(config, instance)
     assert result.returncode == 1
     [error] = lines(result, "ERROR")
@@ -236,3 +246,38 @@ def test_unreadable_map_and_log_without_matching_profile(pf_tmp):
     (pf_tmp / "mail.log").write_text("")
     quiet = doctor(config, instance)
     assert any("no POP/IMAP logins found" in x for x in lines(quiet, "WARNING"))
+
+
+def test_a_filled_table_without_a_daemon_is_an_error_until_withdrawn(pf_tmp):
+    config, instance, table = setup(pf_tmp)
+    crashed = grant(config)
+    crashed.stop(signal.SIGKILL)  # a crash: nobody emptied the table
+    result = doctor(config, instance)
+    assert result.returncode == 1
+    [error] = lines(result, "ERROR")
+    assert (
+        f"daemon: popbsmtp is not running but {table} holds 2 client(s)" in error
+    )  # and the log's
+    assert "or empty it: popbsmtp withdraw" in result.stdout
+    popbsmtp("withdraw", "--config", str(config))
+    after = doctor(config, instance)
+    assert after.returncode == 0, after.stdout
+    assert "WARNING  daemon: popbsmtp is not running;" in after.stdout
+    assert f"popbsmtp is not running, so {table} is empty by design" in after.stdout
+
+
+def test_a_service_user_that_cannot_write_the_table_directory_is_an_error(pf_tmp):
+    config, instance, table = setup(pf_tmp)
+    with Daemon(config) as daemon:  # creates the table, then empties it at stop
+        assert daemon.stop() == 0
+    as_nobody = [require("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    command = [sys.executable, "-m", "popbsmtp", "doctor", "--config", str(config)]
+    result = subprocess.run(
+        [*as_nobody, *command, "--postfix-dir", str(instance.etc)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    [error] = [x for x in lines(result, "ERROR") if "service user" in x]
+    assert f"nobody cannot create files in {pf_tmp}: {pf_tmp} has mode 0755, owner root:" in error
+    assert "set map = hash:/etc/postfix/popbsmtp/clients" in result.stdout

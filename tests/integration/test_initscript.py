@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from support import wait_for, write_config
+from postfix_instance import postmap_query
+from support import popbsmtp, wait_for, write_config
 
 from popbsmtp.daemon.daemonize import read_pid
 
@@ -233,3 +234,25 @@ def test_headers_agree():
     assert info["Provides"] == "popbsmtp"
     assert int(start) > 80 and int(stop) < 30, "start after Postfix (80), stop before (30)"
     assert os.access(SCRIPT, os.X_OK)
+
+
+def test_stop_leaves_the_table_empty_even_after_a_crash(init, pf_tmp):
+    """The script's stop: the daemon empties the table; after a KILL, `withdraw` does."""
+    table, client = f"lmdb:{pf_tmp}/pbs", "192.0.2.61"
+    assert init("start").returncode == 0
+    popbsmtp("add", client, "--config", str(init.config))  # through the running daemon
+    assert postmap_query(client, table) == "OK"
+
+    stopped = init("stop")
+    assert stopped.returncode == 0 and ok_mark(init) in stopped.stdout, stopped.stderr
+    assert postmap_query(client, table) is None and (pf_tmp / "pbs.lmdb").is_file()
+
+    assert init("start").returncode == 0
+    wait_for(lambda: postmap_query(client, table) == "OK", what="saved grant back at start")
+    os.kill(init.pid(), signal.SIGKILL)
+    wait_for(lambda: init.daemons() == [], what="daemon killed")
+    assert postmap_query(client, table) == "OK"  # a killed daemon cannot empty it
+    stopped = init("stop")
+    assert stopped.returncode == 0 and ok_mark(init) in stopped.stdout, stopped.stderr
+    assert postmap_query(client, table) is None
+    assert "withdrew" not in stopped.stdout  # the status line stays one line

@@ -45,7 +45,7 @@ def checkable_unit(tmp_path):
     binary.write_text("#!/bin/sh\nexit 0\n")
     binary.chmod(0o755)
     text = UNIT.read_text()
-    assert text.count("/usr/bin/popbsmtp") == 1
+    assert text.count("/usr/bin/popbsmtp") == 2  # ExecStart and ExecStopPost
     unit = tmp_path / "popbsmtp.service"
     unit.write_text(text.replace("/usr/bin/popbsmtp", str(binary)))
     mandir = tmp_path / "man"
@@ -88,8 +88,13 @@ def test_unit_has_the_promised_directives():
     assert "run --foreground" in one["ExecStart"]
     assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert one["Restart"] == "on-failure"
+    # A setting or permission error (exit 78) is not retried; a crash is, after the
+    # table was emptied by the same command the daemon's OPTIONS configure.
+    assert one["RestartPreventExitStatus"] == "78"
+    assert one["ExecStopPost"] == "/usr/bin/popbsmtp withdraw $OPTIONS"
     assert one["StateDirectory"] == "popbsmtp"
     assert one["User"] == "popbsmtp"
+    assert one["SupplementaryGroups"] == "systemd-journal"  # journalctl reads the journal
     assert one["ProtectSystem"] == "strict"
     assert one["ProtectHome"] == "yes" and one["PrivateTmp"] == "yes"
     assert one["NoNewPrivileges"] == "yes"

@@ -77,6 +77,9 @@ def test_rotation_under_load_loses_and_repeats_nothing(pf_tmp, method, request):
         written, fresh, old = traffic.snapshot()
         stats, read = service.matcher.stats, service.tail.stats
         wait_for(lambda: read.lines >= written, 30, what=f"{written} lines read after {method}")
+        published = f"lmdb:{pf_tmp}/pbs"
+        wait_for(lambda: map_keys(published) == set(fresh), 30, 0.1, what="table published")
+        in_map = map_keys(published)
     table = service.table.keys()
     figures = {
         "method": method,
@@ -95,4 +98,5 @@ def test_rotation_under_load_loses_and_repeats_nothing(pf_tmp, method, request):
     assert sum(stats.matched.values()) == len(fresh) + len(old), figures
     assert table == set(fresh), f"lost: {sorted(set(fresh) - table)[:5]}; {figures}"
     assert not table & set(old)
-    assert map_keys(f"lmdb:{pf_tmp}/pbs") == table
+    assert in_map == table
+    assert map_keys(published) == set(), "a stopped daemon leaves the table empty"
