@@ -32,6 +32,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         "grace": args.grace,
         "postfix_config_dir": args.postfix_dir,
     }
+    overrides.update(getattr(args, "overrides", {}))  # the pop-before-smtp command's
     return config.load(args.config, overrides)
 
 
@@ -199,6 +200,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir, args.duration)
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from popbsmtp.cli.migrate import run_migrate
+
+    return run_migrate(args.file, args.write, args.force, sys.stdout, sys.stderr)
+
+
 def _common() -> argparse.ArgumentParser:
     """Options every configured command takes."""
     common = argparse.ArgumentParser(add_help=False)
@@ -277,6 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--fix-hint", action="store_true", help="print the postconf fix commands")
     doc.set_defaults(func=cmd_doctor)
+
+    mig = sub.add_parser("migrate", help="translate a Perl pop-before-smtp-conf.pl")
+    mig.add_argument("file", help="the Perl config, e.g. /etc/pop-before-smtp-conf.pl")
+    mig.add_argument(
+        "--write",
+        nargs="?",
+        const=config.DEFAULT_CONFIG,
+        metavar="DEST",
+        help=f"write it to DEST (default {config.DEFAULT_CONFIG}) instead of printing it",
+    )
+    mig.add_argument("--force", action="store_true", help="with --write: replace DEST")
+    mig.set_defaults(func=cmd_migrate)
 
     demo = sub.add_parser("demo", help="run on a demo log and lmdb map in ./popbsmtp-demo")
     demo.add_argument("--dir", default="popbsmtp-demo")
