@@ -304,9 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, overrides: Optional[Dict[str, str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.overrides = overrides or {}
     try:
         return int(args.func(args))
     except PopbsmtpError as exc:

@@ -13,10 +13,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import popbsmtp, postfix_dir
 
 from popbsmtp.cli.migrate import identify, render, translate
 from popbsmtp.cli.perlconf import CodeRef, read
-from tests.support import popbsmtp, postfix_dir
 
 HEADER = """# settings for the old relay helper
 use strict;
