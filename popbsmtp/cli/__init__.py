@@ -191,7 +191,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from popbsmtp import doctor
 
-    return doctor.main(_settings(args), args.fix_hint, sys.stdout)
+    return doctor.main(_settings(args), args.fix_hint, sys.stdout, dns=args.dns)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -283,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", parents=[common], help="check that Postfix really consults the table"
     )
     doc.add_argument("--fix-hint", action="store_true", help="print the postconf fix commands")
+    doc.add_argument(
+        "--dns",
+        nargs="?",
+        const="system",
+        metavar="SERVER",
+        help="also ask DNS whether each blocklist lists everyone (resolv.conf's or SERVER[:PORT])",
+    )
     doc.set_defaults(func=cmd_doctor)
 
     mig = sub.add_parser("migrate", help="translate a Perl pop-before-smtp-conf.pl")
