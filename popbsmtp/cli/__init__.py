@@ -191,7 +191,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from popbsmtp import doctor
 
-    return doctor.main(_settings(args), args.fix_hint, sys.stdout, dns=args.dns)
+    return doctor.main(_settings(args), args.fix_hint, sys.stdout, dns=args.dns, probe=args.probe)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -289,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         const="system",
         metavar="SERVER",
         help="also ask DNS whether each blocklist lists everyone (resolv.conf's or SERVER[:PORT])",
+    )
+    doc.add_argument(
+        "--probe",
+        action="store_true",
+        help="grant a test client for a moment and ask the real smtpd (sends no mail)",
     )
     doc.set_defaults(func=cmd_doctor)
 

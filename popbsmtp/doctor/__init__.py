@@ -256,11 +256,17 @@ def _safe(read: Callable[[], str]) -> str:
         return ""
 
 
-def main(settings: Settings, hint: bool, out: TextIO, dns: Optional[str] = None) -> int:
+def main(
+    settings: Settings, hint: bool, out: TextIO, dns: Optional[str] = None, probe: bool = False
+) -> int:
     """``popbsmtp doctor``: the report, or with ``hint`` only the fix commands."""
     doctor = Doctor(settings)
     doctor.dns = dns
     findings = doctor.run()
+    if probe:
+        from popbsmtp.doctor.relayprobe import probe as relay_probe
+
+        findings += relay_probe(settings)
     if hint:
         fix_hint(findings, out, settings.postfix_config_dir)
     else:
