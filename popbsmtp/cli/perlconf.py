@@ -62,11 +62,15 @@ def _active_text(text: str) -> str:
 
 
 def _statements(text: str) -> List[Tuple[int, str]]:
-    """Split into top-level statements: ``;`` at depth 0, or a closing ``}`` block."""
+    """Split into top-level statements: ``;`` at depth 0, or a closing ``}`` block.
+
+    One pass, linear in the text: the first word is kept aside, so deciding
+    whether a ``}`` ends a block never re-reads the statement.
+    """
     result: List[Tuple[int, str]] = []
     buf: List[str] = []
-    start = 1
-    line = 1
+    head = ""  # the statement's first characters, for _is_block
+    start = line = 1
     depth = 0
     quote = ""
     i = 0
@@ -89,8 +93,10 @@ def _statements(text: str) -> List[Tuple[int, str]]:
             while i < len(text) and text[i] != "\n":
                 i += 1
             continue
-        if not "".join(buf).strip():
+        if not head and not ch.isspace():
             start = line
+        if len(head) < 16 and (head or not ch.isspace()):
+            head += ch
         buf.append(ch)
         if ch in "'\"":
             quote = ch
@@ -98,17 +104,16 @@ def _statements(text: str) -> List[Tuple[int, str]]:
             depth += 1
         elif ch in "})":
             depth -= 1
-        if (ch == ";" and depth <= 0) or (ch == "}" and depth <= 0 and _is_block(buf)):
+        if (ch == ";" and depth <= 0) or (ch == "}" and depth <= 0 and _is_block(head)):
             result.append((start, "".join(buf).strip()))
-            buf, depth = [], 0
+            buf, head, depth = [], "", 0
         i += 1
-    if "".join(buf).strip():
+    if head:
         result.append((start, "".join(buf).strip()))
     return result
 
 
-def _is_block(buf: List[str]) -> bool:
-    head = "".join(buf).lstrip()
+def _is_block(head: str) -> bool:
     return bool(re.match(r"(sub|if|unless|foreach|for|while)\b", head))
 
 
@@ -187,10 +192,10 @@ class _Expr:
         if kind in ("sq", "dq"):
             return _string(kind, raw)
         if kind == "num":
-            return int(raw[:10])
+            return _bounded(raw)
         if raw == "-" and self.pos < len(self.tokens) and self.tokens[self.pos][0] == "num":
             self.pos += 1
-            return -int(self.tokens[self.pos - 1][1][:10])
+            return -_bounded(self.tokens[self.pos - 1][1])
         if kind == "ref":
             return CodeRef(raw[2:])
         if kind == "anon":
@@ -207,6 +212,12 @@ class _Expr:
                 self.pos += 1
             return value
         raise PerlSyntax(f"unexpected {raw!r}")
+
+
+def _bounded(digits: str) -> int:
+    if len(digits) > 10:
+        raise PerlSyntax(f"{digits[:12]}... is too large a number")
+    return int(digits)
 
 
 def _scalar_text(value: Value) -> str:
@@ -241,10 +252,11 @@ def _items(body: str, scalars: Dict[str, Value]) -> List[str]:
     return out
 
 
-_SCALAR = re.compile(r"\$(\w+)\s*=(?!=)\s*(.*?);?\s*\Z", re.S)
-_ELEMENT = re.compile(r"\$(\w+)\{\s*'?(\w+)'?\s*\}\s*=(?!=)\s*(.*?);?\s*\Z", re.S)
-_ARRAY = re.compile(r"@(\w+)\s*=\s*(.*?);?\s*\Z", re.S)
-_HASH = re.compile(r"%(\w+)\s*=\s*(.*?);?\s*\Z", re.S)
+# Matched on a statement already stripped of its ";" and outer blanks.
+_SCALAR = re.compile(r"\$(\w+)\s*=(?!=)(.*)\Z", re.S)
+_ELEMENT = re.compile(r"\$(\w+)\{\s*'?(\w+)'?\s*\}\s*=(?!=)(.*)\Z", re.S)
+_ARRAY = re.compile(r"@(\w+)\s*=(.*)\Z", re.S)
+_HASH = re.compile(r"%(\w+)\s*=(.*)\Z", re.S)
 _SUB = re.compile(r"sub\s+(\w+)\s*\{(.*)\}\s*\Z", re.S)
 _USE = re.compile(r"(?:use|require|no)\s+([\w:]+)", re.S)
 
@@ -257,13 +269,15 @@ def read(text: str) -> PerlConfig:
     for line, stmt in _statements(_active_text(text)):
         try:
             _statement(conf, line, stmt)
-        except PerlSyntax:
+        except (PerlSyntax, RecursionError):  # deep nesting is not a config either
             conf.unknown.append((line, _first_line(stmt)))
     return conf
 
 
 def _statement(conf: PerlConfig, line: int, stmt: str) -> None:
-    if stmt in (";", "1;") or re.match(r"use\s+(strict|vars|warnings)\b", stmt):
+    stmt = stmt.strip()
+    stmt = stmt[:-1].rstrip() if stmt.endswith(";") else stmt
+    if stmt in ("", "1") or re.match(r"use\s+(strict|vars|warnings)\b", stmt):
         return
     m = _ELEMENT.match(stmt)
     if m:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,23 @@ def test_the_reader_never_runs_code(tmp_path: Path) -> None:
     text = f"system('touch {marker}');\n`touch {marker}`;\nBEGIN {{ system('touch {marker}') }}\n"
     translate(read(text), "f.pl")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$x = " + " " * 200_000 + "'a';",
+        "}" * 200_000,
+        "$x = " + "(" * 50_000 + "1;",
+        "$x = '" + "\\'" * 100_000 + "';",
+        "$y = 12345678901234567890;",
+    ],
+)
+def test_hostile_files_are_read_in_linear_time(text: str) -> None:
+    started = time.monotonic()
+    conf = read(text)
+    assert time.monotonic() - started < 5
+    assert conf.unknown or conf.scalars
 
 
 def test_identify_unknown_pattern() -> None:
