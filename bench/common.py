@@ -7,8 +7,10 @@ they never assert.  Every script prints one JSON object on stdout (the rows
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,17 +31,34 @@ def workdir(prefix: str) -> Path:
     return path
 
 
-def generate(out: Path, lines: int, *extra: str) -> Path:
-    """Run the generator (a subprocess, so its memory is not ours)."""
+def generate(out: Path, lines: int, *extra: str, script: str = "gen_maillog.py") -> Path:
+    """Run a generator (a subprocess, so its memory is not ours)."""
     subprocess.run(
-        [sys.executable, str(HERE / "gen_maillog.py"), str(out), "--lines", str(lines), *extra],
+        [sys.executable, str(HERE / script), str(out), "--lines", str(lines), *extra],
         check=True,
     )
     return out
 
 
+_POSTFIX_DIR: Optional[Path] = None
+
+
+def postfix_dir() -> Path:
+    """The benchmarks' own Postfix config dir (an empty main.cf), for postmap/postconf -c.
+
+    The machine's /etc/postfix may have no main.cf; Postfix's tools then refuse to run.
+    """
+    global _POSTFIX_DIR
+    if _POSTFIX_DIR is None:
+        _POSTFIX_DIR = workdir("postfix")
+        (_POSTFIX_DIR / "main.cf").write_text("")
+        atexit.register(shutil.rmtree, _POSTFIX_DIR, True)
+    return _POSTFIX_DIR
+
+
 def write_config(directory: Path, **options: object) -> Path:
     values: Dict[str, object] = {
+        "postfix_config_dir": postfix_dir(),
         "logfile": directory / "mail.log",
         "map": f"lmdb:{directory}/pbs",
         "state_dir": directory / "state",
@@ -146,5 +165,6 @@ class Daemon:
 
 
 def postmap_query(spec: str, key: str) -> Optional[str]:
-    result = subprocess.run(["postmap", "-q", key, spec], capture_output=True, text=True)
+    command = ["postmap", "-c", str(postfix_dir()), "-q", key, spec]
+    result = subprocess.run(command, capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else None

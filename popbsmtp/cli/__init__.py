@@ -19,8 +19,10 @@ from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
-from popbsmtp.policy import ipv6_exact_only, ipv6_refusal, policy_for
+from popbsmtp.parse.matcher import Matcher
+from popbsmtp.policy import Policy, ipv6_exact_only, ipv6_refusal, policy_for
 from popbsmtp.profiles import registry, select
+from popbsmtp.sources.choice import JOURNAL, choose_source
 
 log = logging.getLogger("popbsmtp")
 
@@ -145,22 +147,50 @@ def cmd_test(args: argparse.Namespace) -> int:
     ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
     policy = policy_for(settings, ignored, matcher.profiles)
     now = time.time() if args.now is None else _parse_now(args.now)
-    source = args.file or settings.logfile
-    with open_input(source, sys.stdin.buffer) as handle:
-        run_test(
-            handle,
-            matcher,
-            policy,
-            now=now,
-            out=sys.stdout,
-            as_json=args.json,
-            max_entries=settings.max_entries,
-        )
+    if args.journal is not None and args.file:
+        raise PopbsmtpError("give a log file or --journal, not both")
+    chosen = None if args.file or args.journal is not None else choose_source(settings, now)
+    if args.journal is not None or (chosen is not None and chosen.kind == JOURNAL):
+        # --journal DIR; --journal alone (journal_directory, else the system's); or no
+        # file given and the daemon's source is the journal
+        directory = args.journal or (chosen.path if chosen else "") or settings.journal_directory
+        _test_journal(directory, settings, matcher, policy, now, args.json)
+    else:
+        source = args.file or (chosen.path if chosen else settings.logfile)
+        with open_input(source, sys.stdin.buffer) as handle:
+            run_test(
+                handle,
+                matcher,
+                policy,
+                now=now,
+                out=sys.stdout,
+                as_json=args.json,
+                max_entries=settings.max_entries,
+            )
     if args.read_map:
         from popbsmtp.doctor import compare_map
 
         return compare_map(settings, {row[0] for row in admin.grants(settings)}, sys.stdout)
     return EXIT_OK
+
+
+def _test_journal(directory: str, settings: config.Settings, matcher: Matcher, policy: Policy,
+                  now: float, as_json: bool) -> None:  # fmt: skip
+    """Every entry of that journal, with the journal trust the daemon applies."""
+    from popbsmtp.cli.journaltest import run_journal_test
+    from popbsmtp.sources.journal import read_journal
+    from popbsmtp.sources.trust import TrustCheck
+
+    run_journal_test(
+        read_journal(directory, max_line_length=settings.max_line_length),
+        matcher,
+        TrustCheck(matcher.profiles, settings.journal_trust),
+        policy,
+        now=now,
+        out=sys.stdout,
+        as_json=as_json,
+        max_entries=settings.max_entries,
+    )
 
 
 def _parse_now(text: str) -> float:
@@ -177,9 +207,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for name, value, source in settings.explain():
             print(f"{name} = {value}".ljust(56) + f"  # {source}")
         print(f"# ignore_networks resolves to: {networks.describe}")
+        _explain_source(settings)
     else:
         print("configuration OK")
     return EXIT_OK
+
+
+def _explain_source(settings: config.Settings) -> None:
+    """Which log the daemon would follow now, why, and whom it trusts in the journal."""
+    from popbsmtp.sources.trust import TrustCheck
+
+    chosen = choose_source(settings)
+    print(f"# source: {chosen.describe()} ({chosen.reason})")
+    if chosen.kind == JOURNAL:
+        profiles = select(settings.profiles)
+        trust = TrustCheck(profiles, settings.journal_trust)
+        for profile in profiles:
+            if profile.name not in trust.untrusted_profiles:
+                print(f"# journal trust {profile.name}: {trust.describe(profile.name)}")
+        if trust.untrusted_profiles:
+            names = ", ".join(trust.untrusted_profiles)
+            print(f"# no journal trust (grant nothing from the journal): {names}")
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -266,7 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     test = sub.add_parser("test", parents=[common], help="show what a log would authorize")
-    test.add_argument("file", nargs="?", help="log file, or - for stdin (default: logfile)")
+    test.add_argument(
+        "file", nargs="?", help="log file, or - for stdin (default: the configured source)"
+    )
+    test.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="read the journal (files in DIR, else journal_directory, else the system's)",
+    )
     test.add_argument("--profile", "-p", action="append", help="profile(s) to try; auto = all")
     test.add_argument("--json", action="store_true", help="one JSON object per event")
     test.add_argument("--now", help=argparse.SUPPRESS)

@@ -16,13 +16,16 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from popbsmtp import postfix
 from popbsmtp.config import values as kinds
 from popbsmtp.config.distros import KNOWN_DISTROS, Distro, detect, distro_name, named_distro
 from popbsmtp.errors import ConfigError
 from popbsmtp.maps import MapSpec
+
+if TYPE_CHECKING:
+    from popbsmtp.profiles import JournalTrust
 
 DEFAULT_CONFIG = "/etc/popbsmtp/popbsmtp.conf"
 SECTION = "popbsmtp"
@@ -58,13 +61,39 @@ SCHEMA: Tuple[Option, ...] = (
         + ".",
     ),
     Option(
+        "source",
+        kinds.choice("auto", "file", "journal"),
+        "auto",
+        "Where logins are read: file (logfile), journal (the systemd journal, read with"
+        " journalctl) or auto: an explicitly set logfile, else the distribution's mail log"
+        " when it is being written (non-empty, modified within a day), else the journal."
+        "  check-config --explain says which was chosen and why.",
+    ),
+    Option(
         "logfile",
-        kinds.absolute_path,
-        lambda d, _: (d.logfile, f"distro {d.id}"),
-        "The mail log to follow.  Default by distribution (/etc/os-release): /var/log/maillog"
-        " on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian, Ubuntu; /var/log/mail"
-        " on SUSE.",
-        "/var/log/maillog",
+        kinds.path_or_auto,
+        "auto",
+        "The mail log to follow, or auto: the distribution's (/etc/os-release):"
+        " /var/log/maillog on RHEL, Alma, Rocky, Fedora; /var/log/mail.log on Debian,"
+        " Ubuntu; /var/log/mail on SUSE.  Debian 12+ and Fedora install no syslog daemon"
+        " by default, so there is none and source = auto reads the journal.",
+    ),
+    Option(
+        "journal_directory",
+        kinds.optional_path,
+        "",
+        "Read the journal files in this directory (journalctl --directory) instead of the"
+        " system journal; empty for the system journal.",
+    ),
+    Option(
+        "journal_trust",
+        kinds.journal_trust,
+        "",
+        "Which journal entries may speak for a server, per profile, replacing that"
+        " profile's defaults key by key: PROFILE:uid=U|U,comm=C|C,exe=/PATH,unit=NAME|*"
+        " separated by ';', e.g. dovecot:uid=0,comm=log|dovecot.  Only entries whose"
+        " journald fields (_UID, _COMM or _EXE, _SYSTEMD_UNIT when present) match grant;"
+        " the others are counted and logged.  Empty: every profile's defaults.",
     ),
     Option(
         "log_format",
@@ -187,7 +216,10 @@ class Settings:
     """
 
     distro: str
+    source: str
     logfile: str
+    journal_directory: str
+    journal_trust: Mapping[str, JournalTrust]
     log_format: str
     profiles: List[str]
     postfix_config_dir: str

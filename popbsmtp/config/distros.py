@@ -2,17 +2,28 @@
 
 ``distro = auto`` reads ``/etc/os-release`` (``ID``, then ``ID_LIKE``);
 ``distro = NAME`` picks a family explicitly (a container or chroot whose
-os-release is not the host's).  The table:
+os-release is not the host's).  The table (a default install; the mail log
+exists only where a syslog daemon writes it):
 
-=====================================  ===================  ================
-distribution                           logfile              envelope
-=====================================  ===================  ================
-RHEL, CentOS, Alma, Rocky, Fedora …    /var/log/maillog     rfc3164
-Debian 12+, Ubuntu 24.04+              /var/log/mail.log    rfc3339
-older Debian and Ubuntu                /var/log/mail.log    rfc3164
-SUSE, openSUSE, SLES                   /var/log/mail        rfc3164
-FreeBSD                                /var/log/maillog     rfc3164
-=====================================  ===================  ================
+=================================  ==========  ===================  ========  =========
+distribution                       syslog      mail log             envelope  auto reads
+=================================  ==========  ===================  ========  =========
+RHEL, CentOS, Alma, Rocky 8 to 10  rsyslog     /var/log/maillog     rfc3164   the file
+Fedora                             none        (/var/log/maillog)   rfc3164   journal
+Debian 12, 13                      none        (/var/log/mail.log)  rfc3339   journal
+Debian 11 and older                rsyslog     /var/log/mail.log    rfc3164   the file
+Ubuntu 24.04 and later             rsyslog     /var/log/mail.log    rfc3339   the file
+older Ubuntu                       rsyslog     /var/log/mail.log    rfc3164   the file
+SUSE, openSUSE, SLES               optional    (/var/log/mail)      rfc3164   either
+FreeBSD                            syslogd     /var/log/maillog     rfc3164   the file
+=================================  ==========  ===================  ========  =========
+
+In parentheses: where the log is once rsyslog is installed (Debian 12 and
+13 give it priority ``optional``, Fedora leaves it out).  ``logfile = auto``
+with ``source = auto`` follows that file while it is being written and the
+journal otherwise (:mod:`popbsmtp.sources.choice`), so the "auto reads"
+column is what a default install gets; the distribution only decides which
+file that is.
 
 Only the log path becomes a default: ``log_format`` stays ``auto``, which
 accepts every envelope (the distro's own is tried among the first), because

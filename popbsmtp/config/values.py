@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, List
+from typing import TYPE_CHECKING, Callable, List, Mapping
 
 from popbsmtp.maps import MapSpec, known_types
 from popbsmtp.parse.envelope import FORMATS
+
+if TYPE_CHECKING:
+    from popbsmtp.profiles import JournalTrust
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Every number is bounded: a grace of 400 nines would be infinity, and the
@@ -73,6 +76,20 @@ def absolute_path(text: str) -> str:
     if len(text.encode("utf-8", "surrogateescape")) >= MAX_PATH:
         raise ValueError(f"the path is longer than {MAX_PATH - 1} bytes")
     return text
+
+
+def path_or_auto(text: str) -> str:
+    return "auto" if text.strip().lower() == "auto" else absolute_path(text)
+
+
+def optional_path(text: str) -> str:
+    return absolute_path(text) if text.strip() else ""
+
+
+def journal_trust(text: str) -> Mapping[str, JournalTrust]:
+    from popbsmtp.sources.trust import parse_journal_trust  # imports the profiles
+
+    return parse_journal_trust(text)
 
 
 def word_list(text: str) -> List[str]:

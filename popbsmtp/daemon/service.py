@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
@@ -36,7 +36,11 @@ from popbsmtp.parse.envelope import EnvelopeParser
 from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, apply, policy_for
 from popbsmtp.profiles import select
+from popbsmtp.sources.choice import JOURNAL, choose_source
+from popbsmtp.sources.journal import JournalCursor, JournalSource, match_entries
+from popbsmtp.sources.position import Position
 from popbsmtp.sources.tail import FileTail
+from popbsmtp.sources.trust import TrustCheck
 from popbsmtp.sources.watch import Watcher
 from popbsmtp.sources.window import grace_start
 
@@ -51,7 +55,7 @@ PUBLISH_PENDING = 10_000
 # its Login objects too, and glibc keeps what a big batch once took.
 READ_BUDGET = 1 << 20
 # What SIGHUP applies to a running daemon; other changed options wait for a restart.
-RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level")
+RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level", "journal_trust")
 
 
 def _release_memory() -> None:
@@ -93,6 +97,8 @@ class Service:
         self.wake = threading.Event()
         self._stopping = False
         self.matcher = build_matcher(settings)
+        self.trust = TrustCheck(self.matcher.profiles, settings.journal_trust)
+        self.untrusted = 0  # journal entries refused: their sender is not the server
         ignored: IgnoredNetworks = parse_networks(
             settings.ignore_networks, postconf_dir=settings.postfix_config_dir
         )
@@ -104,16 +110,23 @@ class Service:
         self.saver = Saver(self.state, self.wake.set, self.clock)
         self.lock = StateLock(settings.state_dir)
         self.keeper = MapKeeper(settings, dry_run, clock)
-        self.tail = FileTail(
-            settings.logfile,
-            max_line_length=settings.max_line_length,
-            initial_offset=self._window_start,
-        )
-        spool = control.spool_dir(settings.state_dir)
-        log_dir = os.path.dirname(settings.logfile) or "."
-        self.watcher = Watcher(
-            self.wake, {log_dir: [os.path.basename(settings.logfile)], spool: ["req-"]}
-        )
+        self.source = choose_source(settings, clock())
+        watched: Dict[str, List[str]] = {control.spool_dir(settings.state_dir): ["req-"]}
+        self.tail: Union[FileTail, JournalSource]
+        if self.source.kind == JOURNAL:
+            self.tail = JournalSource(
+                self.source.path,
+                since=clock() - settings.grace,
+                wake=self.wake.set,
+                max_line_length=settings.max_line_length,
+            )  # its reader thread wakes the loop: no directory to watch
+        else:
+            path = self.source.path
+            self.tail = FileTail(
+                path, max_line_length=settings.max_line_length, initial_offset=self._window_start
+            )
+            watched[os.path.dirname(path) or "."] = [os.path.basename(path)]
+        self.watcher = Watcher(self.wake, watched)
         self.reaper = Reaper(self.wake, poll_interval=settings.poll_interval, clock=clock)
         self._waker: Optional[SignalWaker] = None
         # What start() opened, closed in reverse order by shutdown() (or by a failed start).
@@ -148,7 +161,7 @@ class Service:
             )
         log.info(
             "following %s; %d clients authorized in %s",
-            self.settings.logfile,
+            self.source.describe(),
             len(self.table),
             self.keeper.describe(),
         )
@@ -181,7 +194,8 @@ class Service:
                 raise StartupError(str(exc)) from None
         self.keeper.open()
         opened.callback(self.keeper.close)
-        self.tail.resume(snap.position)
+        log.info("reading %s: %s", self.source.describe(), self.source.reason)
+        self._resume(snap.position)
         opened.callback(self.tail.close)
         os.makedirs(control.spool_dir(self.settings.state_dir), mode=0o700, exist_ok=True)
         control.check_spool(self.settings.state_dir)
@@ -192,6 +206,20 @@ class Service:
             opened.callback(self.watcher.stop)
             self.reaper.start()
             opened.callback(self.reaper.stop)
+
+    def _resume(self, position: object) -> None:
+        """Resume the source at the saved position if it is one of its own."""
+        if isinstance(self.tail, JournalSource):
+            self.tail.resume(position if isinstance(position, JournalCursor) else None)
+            if self.trust.untrusted_profiles:
+                log.info(
+                    "profiles without journal trust grant nothing from the journal: %s",
+                    ", ".join(self.trust.untrusted_profiles),
+                )
+            for word in self.trust.unknown_users:
+                log.warning("journal trust names an unknown user (trusts nobody): %s", word)
+        else:
+            self.tail.resume(position if isinstance(position, Position) else None)
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
@@ -258,8 +286,9 @@ class Service:
         """Apply the reloadable options of ``settings``; no grant is dropped or shortened."""
         matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
         ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
+        trust = TrustCheck(matcher.profiles, settings.journal_trust)
         matcher.stats = self.matcher.stats
-        self.matcher = matcher
+        self.matcher, self.trust = matcher, trust
         later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
         self.settings = self.settings.reloaded(settings, RELOADABLE)
         self.policy.reconfigure(settings.grace, ignored)
@@ -298,6 +327,8 @@ class Service:
 
     def _read_log(self, now: float) -> bool:
         """Match every complete line there is now, a bounded batch of blocks at a time."""
+        if isinstance(self.tail, JournalSource):
+            return self._read_journal(self.tail, now)
         got = False
         while True:
             blocks = self.tail.read_blocks(READ_BUDGET)
@@ -309,6 +340,29 @@ class Service:
                     _release_memory()
             got = got or bool(blocks)
             if not self.tail.more:
+                return got
+
+    def _read_journal(self, journal: JournalSource, now: float) -> bool:
+        """Match every journal entry queued now; only trusted senders' events count."""
+        got = False
+        while True:
+            entries = journal.read_entries()
+            for _, entry, login, refused in match_entries(entries, self.matcher, self.trust):
+                if login is None:
+                    continue
+                if refused is None:
+                    self.handle(login, now)
+                    continue
+                self.untrusted += 1
+                log.warning(
+                    "refused journal entry for %s (%s): %s [%s]",
+                    login.rule_id, login.raw_ip or login.session or "-", refused,
+                    entry.sender.describe(),
+                )  # fmt: skip
+            if self.table.pending() >= PUBLISH_PENDING:
+                self.keeper.publish(self.table, now)
+            got = got or bool(entries)
+            if not journal.more:
                 return got
 
     def _window_start(self, fd: int) -> int:
@@ -398,6 +452,7 @@ class Service:
             "unparseable": stats.unparseable,
             "suspect": stats.suspect,
             "overlong": self.tail.stats.overlong,
+            "untrusted": self.untrusted,
             "torn": self.tail.stats.torn,
             "matched": dict(stats.matched),
             "grants_active": len(self.table),

@@ -35,7 +35,10 @@ from popbsmtp.maps._files import check_directory
 from popbsmtp.maps.rebuild import read_keys
 from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.postfix import PostfixError
-from popbsmtp.profiles import LOGIN, registry
+from popbsmtp.profiles import LOGIN, registry, select
+from popbsmtp.sources.choice import JOURNAL, SourceChoice, choose_source
+from popbsmtp.sources.journal import match_entries, read_journal
+from popbsmtp.sources.trust import TrustCheck
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 LOG_LINES = 5000
@@ -182,14 +185,17 @@ class Doctor:
     # -- the log, networks, the daemon -----------------------------------
 
     def check_log(self) -> Finding:
-        path = self.settings.logfile
+        chosen = choose_source(self.settings)
+        if chosen.kind == JOURNAL:
+            return self.check_journal(chosen)
+        path = chosen.path
         try:
             lines = tail_lines(path, LOG_LINES)
         except OSError as exc:
             fix = "set logfile = the log your POP/IMAP server writes"
             return Finding(ERROR, "log", f"cannot read {path}: {exc.strerror}", fix)
         found = _count_logins(self.settings, self.settings.profiles, lines)
-        where = f"the last {len(lines)} lines of {path}"
+        where = f"the last {len(lines)} lines of {path} ({chosen.reason})"
         if found:
             return Finding(OK, "log", f"{found} logins recognised in {where}")
         counts = {name: _count_logins(self.settings, [name], lines) for name in registry()}
@@ -198,6 +204,32 @@ class Doctor:
             why = f"the configured profiles match no login in {where}; these would: {would}"
             return Finding(WARNING, "log", why, f"set profiles = {', '.join(would)}")
         fix = "log in once by POP/IMAP; check logfile; try popbsmtp test"
+        return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
+
+    def check_journal(self, chosen: SourceChoice) -> Finding:
+        """The source is the journal: logins among its last entries, and refused senders."""
+        what = f"{chosen.describe()} ({chosen.reason})"
+        profiles = select(self.settings.profiles)
+        found = refused = 0
+        try:
+            entries = list(read_journal(chosen.path, last=LOG_LINES))
+        except PopbsmtpError as exc:
+            fix = "run as root, or add popbsmtp's user to the group systemd-journal"
+            return Finding(ERROR, "log", f"cannot read {what}: {exc}", fix)
+        trust = TrustCheck(profiles, self.settings.journal_trust)
+        lookup = build_matcher(self.settings)
+        for _, _, login, why in match_entries(entries, lookup, trust):
+            if login is not None and login.event == LOGIN:
+                found += why is None
+                refused += why is not None
+        where = f"the last {len(entries)} entries of {what}"
+        if refused:
+            fix = "see the daemon's 'refused journal entry' lines; set journal_trust if genuine"
+            why = f"{found} logins recognised, {refused} refused (sender not the server) in {where}"
+            return Finding(WARNING, "log", why, fix)
+        if found:
+            return Finding(OK, "log", f"{found} logins recognised in {where}")
+        fix = "log in once by POP/IMAP; try popbsmtp test --journal"
         return Finding(WARNING, "log", f"no POP/IMAP logins found in {where}", fix)
 
     def check_ipv6(self) -> Finding:

@@ -37,6 +37,9 @@ _FIRST = -_LAST - 1
 REBUILD_SLACK = 4096
 
 
+_make = tuple.__new__  # a named tuple without its generated __new__: a third of the cost
+
+
 class Grant(NamedTuple):
     """One authorized address, as :meth:`GrantTable.get` and iteration show it.
 
@@ -97,7 +100,8 @@ class GrantTable:
         return None if expires is None else self._view(ip, expires)
 
     def _view(self, ip: str, expires: float) -> Grant:
-        return Grant(ip, expires, *self._rules[self._who.get(ip, 0)])
+        profile, rule = self._rules[self._who.get(ip, 0)]
+        return _make(Grant, (ip, expires, profile, rule))  # Grant without its __new__: cheaper
 
     def _rule_id(self, profile: str, rule: str) -> int:
         found = self._rule_ids.get((profile, rule))

@@ -31,11 +31,12 @@ import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from popbsmtp.errors import StartupError
 from popbsmtp.maps._files import owner_problem, trusted_uids
 from popbsmtp.parse.addresses import postfix_key
+from popbsmtp.sources.journal import JournalCursor
 from popbsmtp.sources.position import Position
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Snapshot:
     # Loaded: a list.  To save: any iterable, e.g. GrantTable.iter_rows(), so a
     # big table is never copied whole.
     grants: Iterable[Row] = field(default_factory=list)
-    position: Optional[Position] = None
+    position: Optional[Union[Position, JournalCursor]] = None  # a file's, or the journal's
     extra: Dict[str, Any] = field(default_factory=dict)
     saved: Optional[float] = None  # the daemon's clock when written (clock jumps)
 
@@ -234,12 +235,18 @@ def _snapshot(text: str) -> Snapshot:
         raise ValueError(f"unknown state version {fields.get('version')!r}")
     if rows is None or "grants" in fields:  # none, or twice
         raise KeyError("grants")
-    position = Position.from_json(fields["position"]) if fields.get("position") else None
+    position = _position(fields["position"]) if fields.get("position") else None
     extra = {k: v for k, v in fields.items() if k not in ("version", "saved", "position")}
     saved = fields.get("saved")
     if saved is not None and (isinstance(saved, bool) or not math.isfinite(float(saved))):
         raise ValueError(f"saved is not a time ({saved!r})")  # it shifts manual grants
     return Snapshot(rows, position, extra, float(saved) if saved is not None else None)
+
+
+def _position(data: Any) -> Union[Position, JournalCursor]:
+    if isinstance(data, dict) and "journal_cursor" in data:
+        return JournalCursor.from_json(data)
+    return Position.from_json(data)
 
 
 def _grants(text: str, pos: int, rows: Rows) -> int:

@@ -134,24 +134,36 @@ class EnvelopeParser:
 
 
 def _syslog(regex: re.Pattern[str], iso: bool) -> Splitter:
+    """The split for a one-regex syslog format.
+
+    The hot path of every candidate line: the groups are fetched in one call
+    by number and the envelope is made without the named tuple's ``__new__``
+    (same tuple, a third of the cost).
+    """
+    names = ("sec", "frac", "zone") if iso else ("mon", "day", "hms")
+    groups = [regex.groupindex[name] for name in (*names, "host", "prog", "pid")]
+    match_line = regex.match
+    make = tuple.__new__
+
     def split(line: str, now: float) -> Optional[Envelope]:
-        match = regex.match(line)
+        match = match_line(line)
         if match is None:
             return None
-        stamp = _iso_time(match) if iso else _bsd_match_time(match, now)
+        first, second, third, host, prog, pid = match.group(*groups)
+        stamp = _iso_stamp(first, second, third) if iso else _bsd_time(first, second, third, now)
         if stamp is None:
             return None
-        pid = match.group("pid")
-        return Envelope(
-            stamp, match.group("host"), match.group("prog"), int(pid) if pid else None,
-            line[match.end() :],
-        )  # fmt: skip
+        message = line[match.end() :]
+        return make(Envelope, (stamp, host, prog, int(pid) if pid else None, message))
 
     return split
 
 
+_rfc5424_envelope = _syslog(_RFC5424, iso=True)
+
+
 def _rfc5424(line: str, now: float) -> Optional[Envelope]:
-    envelope = _syslog(_RFC5424, iso=True)(line, now)
+    envelope = _rfc5424_envelope(line, now)
     if envelope is None:
         return None
     message = _skip_structured_data(envelope.message)
@@ -304,13 +316,13 @@ def _local_base(text: str, _zone: object) -> Optional[float]:
         return None
 
 
-def _iso_time(match: re.Match) -> Optional[float]:
-    second, frac, zone = match.group("sec", "frac", "zone")
+def _iso_stamp(second: str, frac: Optional[str], zone: str) -> Optional[float]:
     base = _iso_base(second, zone)
     if base is None or frac is None:
         return base
     # aware datetime.timestamp(): total microseconds / 10**6, exactly rounded
-    return (int(base) * 1_000_000 + int(frac[:6].ljust(6, "0"))) / 1_000_000
+    micro = int(frac) if len(frac) == 6 else int(frac[:6].ljust(6, "0"))
+    return (int(base) * 1_000_000 + micro) / 1_000_000
 
 
 @functools.lru_cache(maxsize=_CACHE)

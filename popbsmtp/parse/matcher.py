@@ -19,7 +19,17 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from popbsmtp.parse.addresses import InvalidAddress, postfix_key
 from popbsmtp.parse.envelope import Envelope, EnvelopeParser
@@ -30,6 +40,10 @@ from popbsmtp.profiles import SERVER, Profile, Rule
 MAX_VERSIONS = 4096
 
 log = logging.getLogger(__name__)
+
+
+# A named tuple made without its ``__new__``: the same tuple at a third of the cost.
+_make = tuple.__new__
 
 
 class Login(NamedTuple):
@@ -95,7 +109,7 @@ class Matcher:
                 for program in rule.programs:
                     self._by_program.setdefault(program, []).append(_check(profile, rule))
         self._needles = tuple(_shortest_needles(needles))
-        self._searches = [_searcher(needle) for needle in self._needles]
+        self._line_searches = line_searches(self._needles)
 
     def match(self, line: bytes, now: float) -> Optional[Login]:
         """The event one raw line (without newline) describes, or None.
@@ -110,42 +124,43 @@ class Matcher:
         """The events in a block of complete lines (as the tail reads them), in log order.
 
         Same answers as :meth:`match` on each line, but the block is searched
-        once per needle by the interpreter's byte search (see :func:`_searcher`) and only the
-        lines around a hit are cut out: the great majority of lines cost no
-        Python work at all.  An overlong line is only noticed (and counted)
-        when it is a candidate; any other line yields nothing anyway.  Lines
-        are not counted here: the tail that read the block already did.
+        once per needle by the ``re`` engine (:func:`find_lines`) and only
+        the lines around a hit are cut out: the great majority of lines cost
+        no Python work at all.  An overlong line is only noticed (and
+        counted) when it is a candidate; any other line yields nothing
+        anyway.  Lines are not counted here: the tail that read the block
+        already did.
         """
-        found = []
-        for start, end in self._candidate_lines(block):
-            login = self._match_candidate(block[start:end], now)
-            if login is not None:
-                found.append(login)
-        return found
+        return [login for _, login in self.match_block_at(block, now)]
 
     def match_block_at(self, block: bytes, now: float) -> List[Tuple[int, Login]]:
         """:meth:`match_block` with where each event's line starts in ``block``
-        (``popbsmtp test`` numbers the lines it reports)."""
+        (``popbsmtp test`` numbers the lines it reports).
+
+        The loop is :meth:`_match_candidate` written out: it runs for every
+        candidate line, and a call per line is a measurable share of it.
+        """
         found = []
-        for start, end in self._candidate_lines(block):
-            login = self._match_candidate(block[start:end], now)
+        stats, limit = self.stats, self.max_line_length
+        parse, match_envelope = self.parser.parse, self.match_envelope
+        for start, end in find_lines(block, self._line_searches):
+            if end - start > limit:
+                stats.overlong += 1
+                continue
+            stats.candidates += 1
+            # Invalid UTF-8 becomes U+FFFD, which no address or rule accepts.
+            envelope = parse(block[start:end].decode("utf-8", "replace").rstrip("\r"), now)
+            if envelope is None:
+                stats.unparseable += 1
+                continue
+            login = match_envelope(envelope)
             if login is not None:
                 found.append((start, login))
         return found
 
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
         """(start, end) of each line holding a needle, sorted, newline excluded."""
-        spans: Dict[int, int] = {}
-        size = len(block)
-        for search in self._searches:
-            pos = search(block, 0)
-            while 0 <= pos < size:
-                start = block.rfind(b"\n", 0, pos) + 1
-                end = block.find(b"\n", pos)
-                end = size if end < 0 else end
-                spans[start] = end
-                pos = search(block, end + 1)
-        return sorted(spans.items())
+        return find_lines(block, self._line_searches)
 
     def _match_candidate(self, line: bytes, now: float) -> Optional[Login]:
         if len(line) > self.max_line_length:
@@ -159,13 +174,21 @@ class Matcher:
             return None
         return self.match_envelope(envelope)
 
-    def match_envelope(self, envelope: Envelope) -> Optional[Login]:
+    def match_envelope(
+        self, envelope: Envelope, sender_ok: Optional[Callable[[str], bool]] = None
+    ) -> Optional[Login]:
+        """The event the envelope describes.  ``sender_ok(profile)`` (the journal's
+        trust) is asked first: an event it rejects is returned for the caller to
+        refuse, and teaches nothing (no version learnt, no form judged, not counted)."""
+        pid = envelope.pid is not None
         for check in self._by_program.get(envelope.program, ()):
-            if not check.accepts_pid(envelope.pid):
-                continue  # wrong tag shape: forged, or not this server
+            if check.pid is not None and check.pid != pid:
+                continue  # wrong tag shape (Rule.accepts_pid): forged, or not this server
             found = check.fullmatch(envelope.message)
             if found is None:
                 continue
+            if sender_ok is not None and not sender_ok(check.profile.name):
+                return self._login(envelope, check, found)
             if check.rule.form and not self._form_fits(envelope, check):
                 return None
             self.stats.matched[check.rule_id] += 1
@@ -200,16 +223,15 @@ class Matcher:
         rule = check.rule
         if rule.session == "pid" and envelope.pid is not None:
             session = f"{envelope.host}/{envelope.program}[{envelope.pid}]"
-        return Login(
-            envelope.time, ip, raw_ip, check.profile.name, rule.name, rule.event, session, invalid
-        )
+        fields = (envelope.time, ip, raw_ip, check.profile.name, rule.name, rule.event)
+        return _make(Login, (*fields, session, invalid))
 
 
 class _Check(NamedTuple):
     """One rule as the per-line loop uses it: everything looked up once."""
 
     fullmatch: Callable[[str], Optional[re.Match]]
-    accepts_pid: Callable[[Optional[int]], bool]  # Rule.accepts_pid: the tag shape check
+    pid: Optional[bool]  # Rule.pid: whether the tag must (True) or must not carry a pid
     profile: Profile
     rule: Rule
     rule_id: str
@@ -221,7 +243,7 @@ class _Check(NamedTuple):
 def _check(profile: Profile, rule: Rule) -> _Check:
     groups = rule.regex.groupindex
     return _Check(
-        rule.regex.fullmatch, rule.accepts_pid, profile, rule, f"{profile.name}/{rule.name}",
+        rule.regex.fullmatch, rule.pid, profile, rule, f"{profile.name}/{rule.name}",
         "ip" in groups, "session" in groups, rule.event == SERVER and "version" in groups,
     )  # fmt: skip
 
@@ -238,22 +260,31 @@ def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
     return kept
 
 
-def _searcher(needle: bytes) -> Callable[[bytes, int], int]:
-    """``find(block, pos)`` for one needle, the faster of two C searches.
+LineSearch = Callable[[bytes], Iterator[re.Match]]
 
-    Measured on whole read blocks (docs/benchmarks.md): for a short needle
-    ``re`` (which skips to its first byte like ``memchr``) is faster than
-    ``bytes.find``; from about 8 bytes on ``bytes.find`` wins.
+
+def line_searches(needles: Iterable[bytes]) -> List[LineSearch]:
+    """For each needle, a search for it that runs on to the end of its line."""
+    return [re.compile(re.escape(needle) + rb"[^\n]*").finditer for needle in needles]
+
+
+def find_lines(block: bytes, searches: Sequence[LineSearch]) -> List[Tuple[int, int]]:
+    """(start, end) of each line of ``block`` holding a needle, in order, newline excluded.
+
+    One pass of the ``re`` engine per needle: it skips to the needle's first
+    byte in C, and every hit runs on to the end of its line, so a line is
+    found once per needle and its end comes with the hit; only the hits cost
+    Python work (two or three for a login line, none for most lines).
     """
-    if len(needle) >= 8:
-        return lambda block, pos: block.find(needle, pos)
-    search = re.compile(re.escape(needle)).search
-
-    def find(block: bytes, pos: int) -> int:
-        found = search(block, pos)
-        return -1 if found is None else found.start()
-
-    return find
+    spans: Dict[int, int] = {}
+    size = len(block)
+    for search in searches:
+        for hit in search(block):
+            start, end = hit.span()
+            if start < size:  # not the empty match an empty needle makes at the end
+                spans[end] = start
+    rfind = block.rfind
+    return sorted((rfind(b"\n", 0, start) + 1, end) for end, start in spans.items())
 
 
 class _KeyCache:

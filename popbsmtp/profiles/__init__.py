@@ -119,17 +119,40 @@ class Example:
 
 
 @dataclass(frozen=True)
+class JournalTrust:
+    """Which journal entries may speak for a server: journald's own fields.
+
+    journald takes ``_UID`` from the sender's socket credentials and
+    ``_COMM``, ``_EXE`` and ``_SYSTEMD_UNIT`` from the kernel, so no sender
+    can choose them, unlike ``SYSLOG_IDENTIFIER`` and the message.  An entry
+    is trusted when its ``_UID`` is one of ``users`` (names or numbers), its
+    ``_COMM`` is one of ``comms`` or its ``_EXE`` one of ``exes``, and its
+    ``_SYSTEMD_UNIT``, when it has one, is one of ``units`` (``*``: any).
+    The uid is the defence: a process may rename its own ``_COMM``, but
+    only root or the server's user can send as that user.
+    """
+
+    users: Tuple[str, ...]
+    comms: Tuple[str, ...]
+    exes: Tuple[str, ...] = ()
+    units: Tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
 class Profile:
     """One server.  ``auto=False`` keeps a profile with weak shape checks
     (old formats that forgeries could imitate) out of ``profiles = auto``:
     the administrator must name it.  ``forms``: the version labels of its
-    rules' ``form``, oldest first, each the first version that writes it."""
+    rules' ``form``, oldest first, each the first version that writes it.  ``journal`` says which
+    journal entries may speak for it; without it no journal entry grants anything
+    until ``journal_trust`` names the server's processes."""
 
     name: str
     description: str
     rules: Tuple[Rule, ...]
     examples: Tuple[Example, ...]
     auto: bool = True
+    journal: Optional[JournalTrust] = None
     forms: Tuple[str, ...] = ()
 
     def form_of(self, version: str) -> str:

@@ -28,7 +28,20 @@ named ``x, ip=[6.6.6.6], port=[1]``.  The ``TIMEOUT`` and ``DISCONNECTED``
 shapes follow Courier's source.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, JournalTrust, Profile, Rule
+
+# Journal entries that may speak for Courier: its servers write to stderr and
+# courierlogger (run as root by the init scripts and units) turns that into
+# syslog lines tagged imapd, pop3d …; Debian's units are below.
+JOURNAL = JournalTrust(
+    users=("root",),
+    comms=("courierlogger",),
+    exes=("/usr/sbin/courierlogger",),
+    units=(
+        "courier-imap.service", "courier-imap-ssl.service",
+        "courier-pop.service", "courier-pop-ssl.service",
+    ),
+)  # fmt: skip
 
 _PROGRAMS = (
     "imapd", "imapd-ssl", "pop3d", "pop3d-ssl", "imaplogin", "pop3login",
@@ -46,6 +59,7 @@ C52 = "2026-12-05T02:07:16.123456+00:00 vm "  # captured 5.2.11 (stamp shortened
 
 PROFILE = Profile(
     name="courier",
+    journal=JOURNAL,
     description="Courier-IMAP / POP3 (imapd, pop3d, -ssl; 5.0, 5.2 captured); logouts by address",
     rules=(
         Rule(

@@ -35,7 +35,24 @@ mechanisms other than plaintext) follow Cyrus's source (``imap/imapd.c``,
 ``imap/pop3d.c``) and published logs.
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, JournalTrust, Profile, Rule
+
+# Journal entries that may speak for Cyrus: imapd, pop3d and ctl_cyrusdb (its
+# start-up recovery) log themselves (syslog(3)) as the cyrus user, the master
+# as root.  Debian's /usr/sbin/cyrmaster is a symlink to /usr/lib/cyrus/bin/master
+# (command name "cyrmaster" or "master", executable the latter); Fedora and RHEL
+# run cyrus-master.  The unit is cyrus-imapd.service on both.
+JOURNAL = JournalTrust(
+    users=("root", "cyrus"),
+    comms=("imapd", "pop3d", "ctl_cyrusdb", "cyrmaster", "master", "cyrus-master"),
+    exes=(
+        "/usr/lib/cyrus/bin/imapd", "/usr/lib/cyrus/bin/pop3d", "/usr/lib/cyrus/bin/master",
+        "/usr/lib/cyrus/bin/ctl_cyrusdb", "/usr/libexec/cyrus-imapd/ctl_cyrusdb",
+        "/usr/libexec/cyrus-imapd/imapd", "/usr/libexec/cyrus-imapd/pop3d",
+        "/usr/libexec/cyrus-imapd/cyrus-master",
+    ),
+    units=("cyrus-imapd.service",),
+)  # fmt: skip
 
 # Cyrus tags its lines with the *service name* from cyrus.conf (Debian prefixes
 # "cyrus/"): the usual names and their IPv6 twins.  Renamed services need a
@@ -50,6 +67,7 @@ C10 = "2026-12-05T02:10:51.890443+00:00 vm "  # captured 3.10.2, rsyslog RFC 333
 
 PROFILE = Profile(
     name="cyrus",
+    journal=JOURNAL,
     description="Cyrus IMAP 2.4+ (3.6, 3.10 captured) imapd/pop3d; logouts by process id",
     rules=(
         Rule(

@@ -33,7 +33,18 @@ Examples were captured from Dovecot 2.3.19.1 (Debian 12) and 2.4.1 (Debian
 on loopback; see ``tests/profiles/data/``).
 """
 
-from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, Profile, Rule
+from popbsmtp.profiles import LOGIN, LOGOUT, SERVER, Example, JournalTrust, Profile, Rule
+
+# Journal entries that may speak for Dovecot: its "log" process writes every
+# line of the login and mail processes, the master ("dovecot") its own, both
+# as root; Debian packages them in /usr/lib/dovecot and /usr/sbin, Fedora and
+# RHEL in /usr/libexec/dovecot and /usr/sbin; the unit is dovecot.service.
+JOURNAL = JournalTrust(
+    users=("root",),
+    comms=("log", "dovecot"),
+    exes=("/usr/lib/dovecot/log", "/usr/libexec/dovecot/log", "/usr/sbin/dovecot"),
+    units=("dovecot.service",),
+)
 
 SERVICES = r"(?:pop3|imap|submission|managesieve)"
 SESSION_ID = r"(?P<session>[A-Za-z0-9+/]{1,64})"
@@ -53,6 +64,7 @@ OWN4 = "Dec 05 02:02:40 "  # captured 2.4.1, Dovecot's own log_path
 
 PROFILE = Profile(
     name="dovecot",
+    journal=JOURNAL,
     description="Dovecot 2.1+ (2.3, 2.4) pop3/imap via syslog or its own log_path; logouts",
     forms=("2.3", "2.4"),
     rules=(

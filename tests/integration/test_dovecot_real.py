@@ -188,6 +188,6 @@ def test_forged_lines_in_the_other_versions_form_are_refused(
         srv.wait_for_log("pop3(alice)<")
     lines = srv.read_log()
     assert sum("rip=6.6.6." in line for line in lines) == 10
-    events, summary = _run_test(tmp_path, srv.active_log)
+    events, summary = _run_test(tmp_path, srv.active_log, "auto")
     assert {e["ip"] for e in events if e["event"] == "login"} == {"127.0.0.5"}
     assert summary["suspect"] == 10

@@ -90,6 +90,7 @@ def test_unit_has_the_promised_directives():
     assert one["Restart"] == "on-failure"
     assert one["StateDirectory"] == "popbsmtp"
     assert one["User"] == "popbsmtp"
+    assert one["SupplementaryGroups"] == "systemd-journal"  # journalctl reads the journal
     assert one["ProtectSystem"] == "strict"
     assert one["ProtectHome"] == "yes" and one["PrivateTmp"] == "yes"
     assert one["NoNewPrivileges"] == "yes"

@@ -35,9 +35,11 @@ def long_run(config) -> bool:
 
 
 def fresh_ip(n: int) -> str:
-    """The n-th login address: IPv4 from 10/8, every 7th one IPv6."""
+    """The n-th login address: IPv4 from 10/8, every 7th one IPv6, written out in
+    full (eight groups: the default ``ipv6_scope = exact`` grants those in lmdb)."""
     if n % 7 == 3:
-        packed = ipaddress.IPv6Address((0x20010DB8 << 96) + n).packed
+        base = 0x20010DB8_0001_0002_0003_0004 << 32
+        packed = ipaddress.IPv6Address(base | (0x1000 + (n >> 16)) << 16 | n & 0xFFFF).packed
         return socket.inet_ntop(socket.AF_INET6, packed)  # smtpd's key form
     return str(ipaddress.IPv4Address(0x0A000001 + n))
 

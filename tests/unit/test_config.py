@@ -17,8 +17,8 @@ def write(path, text):
 def test_defaults_come_from_schema_and_distro(tmp_path):
     cfg = write(tmp_path / "p.conf", "[popbsmtp]\nmap = lmdb:/tmp/x\n")
     settings = config.load(cfg, distro=DEBIAN)
-    assert settings.logfile == "/var/log/mail.log"
-    assert settings.sources["logfile"] == "distro debian"
+    assert settings.logfile == "auto"
+    assert settings.source == "auto" and settings.journal_directory == ""
     assert settings.grace == 1800
     assert settings.map == MapSpec("lmdb", "/tmp/x")
     assert settings.sources["map"] == f"{cfg}:2"

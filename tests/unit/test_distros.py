@@ -9,6 +9,7 @@ import pytest
 from popbsmtp import config
 from popbsmtp.config.distros import detect, named_distro
 from popbsmtp.errors import ConfigError
+from popbsmtp.sources.choice import distro_mail_log
 
 OS_RELEASES = [
     ('ID=rocky\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\n', "/var/log/maillog", "rfc3164"),
@@ -35,7 +36,7 @@ def test_explicit_distro_overrides_detection(tmp_path: Path) -> None:
     conf = tmp_path / "p.conf"
     conf.write_text("[popbsmtp]\ndistro = rhel\nmap = lmdb:/tmp/x\n")
     settings = config.load(str(conf), distro=named_distro("debian:12"))
-    assert settings.logfile == "/var/log/maillog"
+    assert distro_mail_log(settings) == "/var/log/maillog"
     assert settings.distro == "rhel"
     assert named_distro("ubuntu:24.04").log_format == "rfc3339"
 
