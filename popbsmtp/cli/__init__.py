@@ -34,6 +34,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         "grace": args.grace,
         "postfix_config_dir": args.postfix_dir,
     }
+    overrides.update(getattr(args, "overrides", {}))  # the pop-before-smtp command's
     return config.load(args.config, overrides)
 
 
@@ -258,7 +259,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from popbsmtp import doctor
 
-    return doctor.main(_settings(args), args.fix_hint, sys.stdout)
+    return doctor.main(_settings(args), args.fix_hint, sys.stdout, dns=args.dns, probe=args.probe)
 
 
 def cmd_pgsql_init(args: argparse.Namespace) -> int:
@@ -273,6 +274,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from popbsmtp.cli.demo import run_demo
 
     return run_demo(args.dir, args.duration)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from popbsmtp.cli.migrate import run_migrate
+
+    return run_migrate(args.file, args.write, args.force, sys.stdout, sys.stderr)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -373,7 +380,31 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", parents=[common], help="check that Postfix really consults the table"
     )
     doc.add_argument("--fix-hint", action="store_true", help="print the postconf fix commands")
+    doc.add_argument(
+        "--dns",
+        nargs="?",
+        const="system",
+        metavar="SERVER",
+        help="also ask DNS whether each blocklist lists everyone (resolv.conf's or SERVER[:PORT])",
+    )
+    doc.add_argument(
+        "--probe",
+        action="store_true",
+        help="grant a test client for a moment and ask the real smtpd (sends no mail)",
+    )
     doc.set_defaults(func=cmd_doctor)
+
+    mig = sub.add_parser("migrate", help="translate a Perl pop-before-smtp-conf.pl")
+    mig.add_argument("file", help="the Perl config, e.g. /etc/pop-before-smtp-conf.pl")
+    mig.add_argument(
+        "--write",
+        nargs="?",
+        const=config.DEFAULT_CONFIG,
+        metavar="DEST",
+        help=f"write it to DEST (default {config.DEFAULT_CONFIG}) instead of printing it",
+    )
+    mig.add_argument("--force", action="store_true", help="with --write: replace DEST")
+    mig.set_defaults(func=cmd_migrate)
 
     pg = sub.add_parser("pgsql-init", help="create the shared PostgreSQL table and its file")
     pg.add_argument("--dsn", required=True, help="libpq connection string or URI")
@@ -391,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, overrides: Optional[Dict[str, str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.overrides = overrides or {}
     try:
         return int(args.func(args))
     except PopbsmtpError as exc:

@@ -63,6 +63,7 @@ class Doctor:
         self.dir: str = postfix_dir or settings.postfix_config_dir
         self.spec: MapSpec = settings.map
         self.table = str(self.spec)
+        self.dns: Optional[str] = None  # a resolver for the blocklist checks: --dns
 
     def run(self) -> List[Finding]:
         try:
@@ -73,6 +74,9 @@ class Doctor:
         found = self.check_map(types)
         found += self.check_services()
         found += [self.check_log(), self.check_networks(), self.check_ipv6(), self.check_daemon()]
+        from popbsmtp.doctor import antispam  # it imports Finding from here
+
+        found += antispam.check(self.dir, self.dns)
         return found
 
     # -- the table -------------------------------------------------------
@@ -334,9 +338,17 @@ def _safe(read: Callable[[], str]) -> str:
         return ""
 
 
-def main(settings: Settings, hint: bool, out: TextIO) -> int:
+def main(
+    settings: Settings, hint: bool, out: TextIO, dns: Optional[str] = None, probe: bool = False
+) -> int:
     """``popbsmtp doctor``: the report, or with ``hint`` only the fix commands."""
-    findings = Doctor(settings).run()
+    doctor = Doctor(settings)
+    doctor.dns = dns
+    findings = doctor.run()
+    if probe:
+        from popbsmtp.doctor.relayprobe import probe as relay_probe
+
+        findings += relay_probe(settings)
     if hint:
         fix_hint(findings, out, settings.postfix_config_dir)
     else:
