@@ -124,11 +124,7 @@ class GrantTable:
         current = self._expires.get(ip)
         if current is not None:
             if expires > current:
-                self._expires[ip] = expires
-                if self._retimed is not None:
-                    self._retimed.add(ip)
-                self._set_rule(ip, profile, rule)
-                self._schedule(ip, expires)
+                self._move(ip, expires, profile, rule)
             return True
         if len(self._expires) >= self.max_entries:
             self._refuse_full(ip)
@@ -146,12 +142,16 @@ class GrantTable:
         an address that stays granted."""
         if ip not in self._expires:
             return self.grant(ip, expires, profile, rule)
+        self._move(ip, expires, profile, rule)
+        return True
+
+    def _move(self, ip: str, expires: float, profile: str, rule: str) -> None:
+        """A granted address's new expiry and rule, filed for expiry (no map change)."""
         self._expires[ip] = expires
         if self._retimed is not None:
             self._retimed.add(ip)
         self._set_rule(ip, profile, rule)
         self._schedule(ip, expires)
-        return True
 
     def _schedule(self, ip: str, expires: float) -> None:
         self._entries += 1
