@@ -13,10 +13,18 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterable, List, TextIO
 
-from popbsmtp.cli.logtest import _FAILURE, _LOOKS_LIKE_LOGIN, MAX_MISSES, _print_summary, _report
+from popbsmtp.cli.logtest import (
+    _FAILURE,
+    _LOOKS_LIKE_LOGIN,
+    MAX_MISSES,
+    _print_summary,
+    _report,
+    decide,
+    summarize,
+)
 from popbsmtp.grants import GrantTable
 from popbsmtp.parse.matcher import Matcher
-from popbsmtp.policy import REFUSE, Decision, Policy, apply
+from popbsmtp.policy import REFUSE, Decision, Policy
 from popbsmtp.sources.journal import Entry, match_entries
 from popbsmtp.sources.trust import TrustCheck
 
@@ -50,26 +58,9 @@ def run_journal_test(
             why = f"untrusted sender: {refused} [{entry.sender.describe()}]"
             _report(out, number, Decision(REFUSE, found.ip, 0.0, found, why), as_json)
             continue
-        for decision in policy.decide(found, now, table):
-            apply(decision, table)
-            _report(out, number, decision, as_json)
-            decisions += 1
+        decisions += decide(policy, found, now, table, out, number, as_json)
     table.expire(now)
-    stats = matcher.stats
-    summary = {
-        "lines": stats.lines,
-        "candidates": stats.candidates,
-        "unparseable": stats.unparseable,
-        "overlong": stats.overlong,
-        "matched": dict(sorted(stats.matched.items())),
-        "profiles_matched": sorted({k.split("/")[0] for k in stats.matched}),
-        "profiles_tried": [profile.name for profile in matcher.profiles],
-        "decisions": decisions,
-        "granted_now": len(table),
-        "unrecognised_login_lines": misses,
-        "unjoined_two_line_logins": policy.sessions.stats.unjoined,
-        "untrusted": untrusted,
-    }
+    summary = {**summarize(matcher, policy, table, decisions, misses), "untrusted": untrusted}
     if as_json:
         out.write(json.dumps({"summary": summary}) + "\n")
     else:

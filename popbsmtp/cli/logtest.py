@@ -18,7 +18,7 @@ import re
 from typing import IO, Any, Dict, Iterator, List, Set, TextIO, Tuple
 
 from popbsmtp.grants import GrantTable
-from popbsmtp.parse.matcher import Matcher
+from popbsmtp.parse.matcher import Login, Matcher
 from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
 from popbsmtp.sources.generation import Generation, TailStats
 
@@ -86,20 +86,44 @@ def run_test(
             matched.add(start)
             number += block.count(b"\n", counted, start)
             counted = start
-            for decision in policy.decide(found, now, table):
-                apply(decision, table)
-                _report(out, number, decision, as_json)
-                decisions += 1
+            decisions += decide(policy, found, now, table, out, number, as_json)
         if len(misses) < MAX_MISSES:
             misses += _misses(block, before, matched, MAX_MISSES - len(misses))
     table.expire(now)  # as the daemon does after reading a batch
+    summary = summarize(matcher, policy, table, decisions, misses)
+    summary["lines"] = lines.stats.lines
+    summary["overlong"] += lines.stats.overlong
+    summary["unterminated_last_line"] = bool(lines.torn)
+    if as_json:
+        out.write(json.dumps({"summary": summary}) + "\n")
+    else:
+        _print_summary(out, summary)
+    return summary
+
+
+def decide(
+    policy: Policy, found: Login, now: float, table: GrantTable, out: TextIO, number: int,
+    as_json: bool,
+) -> int:  # fmt: skip
+    """One event through the policy onto ``table``, each decision reported; how many."""
+    decisions = policy.decide(found, now, table)
+    for decision in decisions:
+        apply(decision, table)
+        _report(out, number, decision, as_json)
+    return len(decisions)
+
+
+def summarize(
+    matcher: Matcher, policy: Policy, table: GrantTable, decisions: int, misses: List[int]
+) -> Dict[str, Any]:
+    """What ``test`` reports after the events, from the file and the journal alike."""
     stats = matcher.stats
-    summary = {
-        "lines": lines.stats.lines,
+    return {
+        "lines": stats.lines,
         "candidates": stats.candidates,
         "unparseable": stats.unparseable,
         "suspect": stats.suspect,
-        "overlong": lines.stats.overlong + stats.overlong,
+        "overlong": stats.overlong,
         "matched": dict(sorted(stats.matched.items())),
         "profiles_matched": sorted({k.split("/")[0] for k in stats.matched}),
         "profiles_tried": [profile.name for profile in matcher.profiles],
@@ -107,13 +131,7 @@ def run_test(
         "granted_now": len(table),
         "unrecognised_login_lines": misses,
         "unjoined_two_line_logins": policy.sessions.stats.unjoined,
-        "unterminated_last_line": bool(lines.torn),
     }
-    if as_json:
-        out.write(json.dumps({"summary": summary}) + "\n")
-    else:
-        _print_summary(out, summary)
-    return summary
 
 
 def _misses(block: bytes, before: int, matched: Set[int], room: int) -> List[int]:
