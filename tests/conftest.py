@@ -9,6 +9,7 @@ for sub in ("", "integration"):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+import grp  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -26,6 +27,18 @@ def pf_tmp():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sockdir():
+    """The socket's directory as docs/maps.md says: mode 0750, group postfix."""
+    path = Path(tempfile.mkdtemp(prefix="popbsmtp-run-", dir="/tmp"))
+    os.chown(path, -1, grp.getgrnam("postfix").gr_gid)
+    path.chmod(0o750)
+    yield path
+    for name in os.listdir(path):
+        os.unlink(path / name)
+    path.rmdir()
 
 
 def pytest_addoption(parser):

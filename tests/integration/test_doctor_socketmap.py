@@ -3,27 +3,12 @@
 
 from __future__ import annotations
 
-import grp
-import os
-import tempfile
 from pathlib import Path
 
-import pytest
 from postfix_instance import PostfixInstance
 from support import Daemon, append, dovecot_login, noise, popbsmtp, wait_for, write_config
 
 GRANTED = "2001:db8::7"
-
-
-@pytest.fixture
-def sockdir():
-    path = Path(tempfile.mkdtemp(prefix="popbsmtp-run-", dir="/tmp"))
-    os.chown(path, -1, grp.getgrnam("postfix").gr_gid)
-    path.chmod(0o750)
-    yield path
-    for name in os.listdir(path):
-        os.unlink(path / name)
-    path.rmdir()
 
 
 def doctor(config: Path, instance: PostfixInstance, *extra: str):

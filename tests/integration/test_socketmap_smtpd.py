@@ -8,12 +8,9 @@ defers relaying (4xx) while mail to a local domain is still accepted.
 
 from __future__ import annotations
 
-import grp
 import os
 import signal
 import stat
-import tempfile
-from pathlib import Path
 
 import pytest
 from postfix_instance import PostfixInstance, free_port, postmap_query
@@ -32,18 +29,6 @@ def documented_order(table: str) -> str:
         "permit_mynetworks, permit_sasl_authenticated, permit_auth_destination, "
         f"check_client_access {table}, reject_unauth_destination"
     )
-
-
-@pytest.fixture
-def sockdir():
-    """The socket's directory as docs/maps.md says: mode 0750, group postfix."""
-    path = Path(tempfile.mkdtemp(prefix="popbsmtp-run-", dir="/tmp"))
-    os.chown(path, -1, grp.getgrnam("postfix").gr_gid)
-    path.chmod(0o750)
-    yield path
-    for name in os.listdir(path):
-        os.unlink(path / name)
-    path.rmdir()
 
 
 # Local mail is delivered to root@localhost whatever this host's aliases are.
