@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -75,6 +75,15 @@ def settings(config: Path):  # -> popbsmtp.config.Settings
     from popbsmtp import config as cfg
 
     return cfg.load(str(config))
+
+
+def seconds_until(probe: Callable[[], bool], since: float, timeout: float) -> Optional[float]:
+    """How long after ``since`` (time.monotonic) ``probe`` first answered True,
+    polled without pause; None when it did not within ``timeout``."""
+    while time.monotonic() < since + timeout:
+        if probe():
+            return time.monotonic() - since
+    return None
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from common import ROOT, Daemon, emit, log, percentile, workdir, write_config
+from common import ROOT, Daemon, emit, log, percentile, seconds_until, workdir, write_config
 from latency import LogWriter, login_line, preload
 
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
@@ -56,12 +56,8 @@ def measure(directory: Path, spec: str, args: argparse.Namespace, label: str) ->
             time.sleep(rng.uniform(0.0, 0.1))
             writer.append(login_line(ip))
             appended = time.monotonic()
-            seen = None
-            while time.monotonic() < appended + args.timeout:
-                if postmap(directory / "postfix", spec, ip):
-                    seen = time.monotonic() - appended
-                    break
-            results.append(seen)
+            found = lambda ip=ip: postmap(directory / "postfix", spec, ip)  # noqa: E731
+            results.append(seconds_until(found, appended, args.timeout))
     finally:
         daemon.stop()
     seen_ms = [r * 1000 for r in results if r is not None]

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from common import Daemon, emit, log, percentile, workdir, write_config
+from common import Daemon, emit, log, percentile, seconds_until, workdir, write_config
 from latency import LogWriter, login_line, preload
 
 from popbsmtp.maps._socketserver import encode, parse
@@ -130,12 +130,8 @@ def login_to_relay(
             time.sleep(rng.uniform(0.0, 0.1))
             writer.append(login_line(ip))
             appended = time.monotonic()
-            seen = None
-            while time.monotonic() < appended + args.timeout:
-                if client.ask(ip) == b"OK OK":
-                    seen = time.monotonic() - appended
-                    break
-            results.append(seen)
+            found = lambda ip=ip: client.ask(ip) == b"OK OK"  # noqa: E731
+            results.append(seconds_until(found, appended, args.timeout))
     finally:
         writer.stop.set()
     seen_ms = [r * 1000 for r in results if r is not None]
