@@ -203,11 +203,7 @@ class Service:
             if expires > now:
                 self.table.grant(ip, expires, profile, rule)
         self.table.take_changes()
-        if (
-            not self.dry_run
-            and not self.settings.map.served
-            and writes_files(self.settings.map.type)
-        ):
+        if not self.dry_run and writes_files(self.settings.map.type):
             try:
                 check_directory(os.path.dirname(self.settings.map.path))
                 check_writable(os.path.dirname(self.settings.map.path))

@@ -75,7 +75,7 @@ class MapWriter(ABC):
     partial_lookups = True
 
     #: Whether the table is a file in a directory the daemon writes (False for
-    #: a database: the daemon only reads the file that names it).
+    #: a database, whose file the daemon only reads, and for a served socket).
     writes_files = True
 
     def __init__(self, spec: MapSpec, value: str, options: MapOptions = MapOptions()) -> None:

@@ -143,6 +143,7 @@ class Writer(MapWriter):
 
     expiring = True
     partial_lookups = False  # Postfix asks a socketmap for the full address only
+    writes_files = False  # no table file: the socket's directory is checked in open()
 
     def __init__(self, spec: MapSpec, value: str, options: MapOptions = _DEFAULTS) -> None:
         super().__init__(spec, value, options)
