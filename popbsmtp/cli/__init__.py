@@ -18,6 +18,7 @@ from popbsmtp.config.values import duration, format_duration
 from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
+from popbsmtp.grants import when
 from popbsmtp.parse.addresses import InvalidAddress, parse_networks, postfix_key
 from popbsmtp.parse.matcher import Matcher
 from popbsmtp.policy import Policy, ipv6_exact_only, ipv6_refusal, policy_for
@@ -97,10 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     now = time.time()
     for ip, expires, profile, rule in rows:
         left = format_duration(max(1, round(expires - now)))
-        print(
-            f"{ip:<40} until {time.strftime('%F %T', time.localtime(expires))}"
-            f"  ({left} left)  {profile}/{rule}"
-        )
+        print(f"{ip:<40} until {when(expires)}  ({left} left)  {profile}/{rule}")
     print(f"{len(rows)} client(s) authorized", file=sys.stderr)
     return EXIT_OK
 

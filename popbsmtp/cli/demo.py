@@ -23,6 +23,7 @@ import time
 from popbsmtp import config
 from popbsmtp.daemon import logsetup
 from popbsmtp.daemon.service import Service
+from popbsmtp.grants import when
 
 GRACE = 30.0
 SESSION = 10.0
@@ -64,10 +65,6 @@ def _stamp() -> str:
     return stamp[:-2] + ":" + stamp[-2:]
 
 
-def _clock(stamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-
-
 class Feeder:
     """Plays one session every ``EVERY`` seconds and says what to look at."""
 
@@ -101,7 +98,7 @@ class Feeder:
             if self.stop.wait(SESSION):
                 return
             self._append(LOGOUT.format(stamp=_stamp(), n=n, pid=pid))
-            until = _clock(time.time() + GRACE)
+            until = when(time.time() + GRACE)
             self._say(
                 f"appended {ip}'s logout line (Dovecot's 'Disconnected: Logged out'): grace"
                 f" starts now, so {ip} may relay until {until}.  After that the same query"

@@ -24,7 +24,7 @@ from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.reaper import Reaper
 from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
 from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
-from popbsmtp.grants import GrantTable, control
+from popbsmtp.grants import GrantTable, control, when
 from popbsmtp.grants.control import MANUAL, apply_request
 from popbsmtp.grants.saver import Saver
 from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
@@ -80,11 +80,6 @@ def _check_logfile(path: str) -> None:
             "(docs/install.md: the unit's CAP_DAC_READ_SEARCH, or group adm) or set logfile"
         ) from None
     os.close(fd)
-
-
-def _when(stamp: float) -> str:
-    """An expiry as ``list`` prints it: local date and time, to the second."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
 def build_matcher(settings: Settings, profiles: Optional[List[str]] = None) -> Matcher:
@@ -437,10 +432,10 @@ class Service:
         elif grant is None:
             log.debug("%s%s %s (%s): no change", dry, kind, ip or "-", rule)
         elif kind == RELEASE:
-            log.info("%ssession of %s ended; may relay until %s", dry, ip, _when(grant.expires))
+            log.info("%ssession of %s ended; may relay until %s", dry, ip, when(grant.expires))
         elif new and kind in (GRANT, HOLD):
             held = "while its session is open, at most until" if kind == HOLD else "until"
-            log.info("%sgranted %s %s %s (%s)", dry, ip, held, _when(grant.expires), rule)
+            log.info("%sgranted %s %s %s (%s)", dry, ip, held, when(grant.expires), rule)
 
     def _apply_requests(self, now: float) -> list:
         handled = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import time
 from array import array
 from typing import Dict, Iterable, Iterator, KeysView, List, NamedTuple, Optional, Set, Tuple
 
@@ -316,6 +317,11 @@ def _rows(
     for ip, expires in expiries:
         profile, rule = rules[who.get(ip, 0)]
         yield (ip, expires, profile, rule)
+
+
+def when(stamp: float) -> str:
+    """An expiry as people read it (log lines, ``list``, the demo): local date and time."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
 def _bucket(expires: float) -> int:
