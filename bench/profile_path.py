@@ -8,7 +8,7 @@ split and rule match, sessions and grants for the events, the map write),
 then ``cProfile`` of one real ``step()`` sorted by own time.  A tool for
 finding the next hot spot, not a benchmark: it prints text, not JSON rows.
 
-    profile_path.py [--log FILE] [--lines 1000000] [--top 25]
+    profile_path.py [--log FILE] [--lines 1000000] [--top 25] [--profiles auto]
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ def blocks_of(path: Path) -> List[bytes]:
     return blocks
 
 
-def service(directory: Path):  # -> popbsmtp.daemon.service.Service
+def service(directory: Path, profiles: str):  # -> popbsmtp.daemon.service.Service
     from popbsmtp.daemon.service import Service
 
-    svc = Service(settings(write_config(directory, log_level="warning")))
+    svc = Service(settings(write_config(directory, log_level="warning", profiles=profiles)))
     svc.start()
     return svc
 
 
-def stages(path: Path) -> None:
+def stages(path: Path, profiles: str) -> None:
     blocks = blocks_of(path)
     directory = workdir("profile")
-    svc = service(directory)
+    svc = service(directory, profiles)
     try:
         matcher, now, clock = svc.matcher, time.time(), time.process_time
         took = {}
@@ -76,9 +76,9 @@ def stages(path: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def profile(path: Path, top: int) -> None:
+def profile(path: Path, top: int, profiles: str) -> None:
     directory = workdir("profile")
-    svc = service(directory)
+    svc = service(directory, profiles)
     try:
         os.link(path, directory / "mail.log")
         profiler = cProfile.Profile()
@@ -94,14 +94,15 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--log", type=Path, default=None, help="use this log (must be fresh)")
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--profiles", default="auto", help="the profiles option (default auto)")
     args = parser.parse_args(argv)
     base = workdir("profile-input")
     try:
         path = args.log or generate(
             base / "mail.log", args.lines, "--ipv6-share", "0", script="gen_dovecot.py"
         )
-        stages(path)
-        profile(path, args.top)
+        stages(path, args.profiles)
+        profile(path, args.top, args.profiles)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -66,3 +66,11 @@ def test_the_matcher_searches_every_profile_needle():
     expected = reference(block, matcher._needles)
     assert matcher._candidate_lines(block) == expected
     assert len(expected) >= sum(1 for p in registry().values() for e in p.examples if e.rule)
+
+
+def test_needles_that_begin_alike_share_one_pass():
+    """One pass of the engine per first byte: the profiles' cost is their first bytes."""
+    searches = line_searches((b"Login: user=<", b"Logged in: user=<", b")<", b"Log"))
+    assert len(searches) == 2
+    block = b"a Logged in: user=<x\nb )<\nc Login: user=<y\nd Logg\ne Log\n"
+    assert find_lines(block, searches) == reference(block, (b"Login: user=<", b")<", b"Log"))
