@@ -411,12 +411,13 @@ class Service:
 
     def handle(self, found: Login, now: float) -> None:
         """Apply what the policy decides for one recognised event."""
-        for decision in self.policy.decide(found, now, self.table):
-            new = decision.ip is not None and decision.ip not in self.table
-            applied = apply(decision, self.table)
+        table, shown = self.table, log.isEnabledFor(logging.INFO)
+        for decision in self.policy.decide(found, now, table):
+            new = shown and decision.ip is not None and decision.ip not in table
+            applied = apply(decision, table)
             if self.on_decision is not None:
                 self.on_decision(decision)
-            if log.isEnabledFor(logging.INFO):  # strftime is not free: only when shown
+            if shown:  # strftime is not free: only when shown
                 self._report(decision, applied, new)
 
     def _report(self, decision: Decision, applied: bool, new: bool) -> None:

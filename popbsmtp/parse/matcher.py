@@ -102,13 +102,12 @@ class Matcher:
         self._keys = _KeyCache()
         self._forms: Dict[Tuple[str, str], str] = {}  # (profile, host) -> form it writes
         self._by_program: Dict[str, List[_Check]] = {}
-        needles = set()
         for profile in self.profiles:
             for rule in profile.rules:
-                needles.add(rule.needle)
                 for program in rule.programs:
                     self._by_program.setdefault(program, []).append(_check(profile, rule, program))
-        self._needles = tuple(_shortest_needles(needles))
+        rules = [rule for profile in self.profiles for rule in profile.rules]
+        self._needles = tuple(_shortest_needles(choose_needles(rules)))
         self._line_searches = line_searches(self._needles)
 
     def match(self, line: bytes, now: float) -> Optional[Login]:
@@ -253,6 +252,22 @@ def _check(profile: Profile, rule: Rule, program: str) -> _Check:
         rule.regex.fullmatch, rule.pid, needle, profile, rule, f"{profile.name}/{rule.name}",
         "ip" in groups, "session" in groups, rule.event == SERVER and "version" in groups,
     )  # fmt: skip
+
+
+def choose_needles(rules: Sequence[Rule]) -> List[str]:
+    """One needle per rule, those with a choice (``Rule.also``) picked to share passes.
+
+    A rule with one needle has it.  A rule with several takes the first that
+    costs no pass of its own given what is searched already: one that
+    contains a searched needle, or begins with the same byte as one
+    (:func:`line_searches` makes them one pass); otherwise its first choice.
+    """
+    chosen = [rule.needle for rule in rules if not rule.also]
+    for rule in rules:
+        if rule.also:
+            free = [n for n in rule.needles if any(c in n or c[:1] == n[:1] for c in chosen)]
+            chosen.append(free[0] if free else rule.needle)
+    return chosen
 
 
 def _shortest_needles(needles: Iterable[str]) -> List[bytes]:

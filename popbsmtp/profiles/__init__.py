@@ -53,8 +53,12 @@ class Rule:
     literal of the pattern, or one every program name contains (syslog
     copies the tag into the line verbatim; not for the programs the envelope
     parser invents for servers' own log files).  Choose it rare in Postfix's
-    own lines and shared with other rules: every distinct needle is one more
-    pass over each block.  ``session`` names how a
+    own lines and shared with other rules: every distinct first byte of the
+    needles is one more pass over each block.  ``also`` names other literals
+    every matching line carries: the matcher searches for one of them
+    instead where it shares a pass with the other configured rules (a
+    server-event rule can ride on its profile's login pass alone, and on a
+    shared word under ``auto``).  ``session`` names how a
     logout is tied to its login: ``"ip"`` when the logout line carries the
     address, ``"session"`` when it carries a ``(?P<session>…)`` group,
     ``"pid"`` when the syslog pid is the only link.  ``pid`` is a shape
@@ -72,6 +76,7 @@ class Rule:
     session: Optional[str] = None
     pid: Optional[bool] = None
     form: str = ""
+    also: Tuple[str, ...] = ()
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,21 +91,27 @@ class Rule:
             raise ValueError(f"rule {self.name}: event must be one of {', '.join(EVENTS)}")
         if self.session not in (None, "ip", "session", "pid"):
             raise ValueError(f"rule {self.name}: session must be ip, session or pid")
-        if not _needle_fits(self):
-            raise ValueError(
-                f"rule {self.name}: needle {self.needle!r} is neither in the pattern"
-                " nor in every program name"
-            )
+        for needle in self.needles:
+            if not _needle_fits(self, needle):
+                raise ValueError(
+                    f"rule {self.name}: needle {needle!r} is neither in the pattern"
+                    " nor in every program name"
+                )
+
+    @property
+    def needles(self) -> Tuple[str, ...]:
+        """Every literal the prefilter may search for this rule, first choice first."""
+        return (self.needle, *self.also)
 
     def accepts_pid(self, pid: Optional[int]) -> bool:
         """The tag shape check: does a line with this syslog pid fit the rule?"""
         return self.pid is None or self.pid == (pid is not None)
 
 
-def _needle_fits(rule: Rule) -> bool:
-    if rule.needle in rule.pattern.replace("\\", ""):
+def _needle_fits(rule: Rule, needle: str) -> bool:
+    if needle in rule.pattern.replace("\\", ""):
         return True
-    return all(rule.needle in p and p not in INVENTED_PROGRAMS for p in rule.programs)
+    return all(needle in p and p not in INVENTED_PROGRAMS for p in rule.programs)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ PROFILE = Profile(
             r"[0-9A-Za-z.~+-]{0,40} \([0-9a-f]{1,40}\) starting up for [a-z0-9, ]{0,200}"
             r"(?: \(core dumps (?:disabled|enabled)\))?",
             needle="master: ",
+            also=(") starting up for ",),
             event=SERVER,
         ),
         Rule(
@@ -100,7 +101,8 @@ PROFILE = Profile(
             programs=("dovecot",),
             pattern=r"master: Warning: Killed with signal [0-9]{1,3} "
             r"\(by pid=[0-9]{1,10} uid=[0-9]{1,10} code=[a-z_]{1,16}\)",
-            needle="master: ",
+            needle="Killed with signal ",
+            also=("master: ",),
             event=SERVER,
         ),
         Rule(

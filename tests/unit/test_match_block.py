@@ -81,3 +81,21 @@ def test_an_empty_needle_makes_every_line_a_candidate():
     found = matcher.match_block(block, NOW)
     assert [login.ip for login in found] == ["192.0.2.1"]
     assert matcher.stats.candidates == 2
+
+
+def test_a_rule_with_a_choice_of_needles_takes_one_that_shares_a_pass():
+    from popbsmtp.parse.matcher import choose_needles
+    from popbsmtp.profiles import Rule
+
+    def rule(name, needle, also=()):
+        return Rule(
+            name=name, programs=("p",), pattern="Login AB Killed x", needle=needle, also=also
+        )
+
+    login = rule("login", "Login")
+    shares_byte = rule("a", "Killed", also=("Login AB",))
+    contains = rule("b", "Killed", also=("Login",))
+    alone = rule("c", "Killed", also=(" x",))
+    assert choose_needles([login, shares_byte]) == ["Login", "Login AB"]
+    assert choose_needles([login, contains]) == ["Login", "Login"]
+    assert choose_needles([login, alone]) == ["Login", "Killed"]  # nothing shared: first choice
