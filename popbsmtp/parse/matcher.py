@@ -28,6 +28,7 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
+    Set,
     Tuple,
 )
 
@@ -323,15 +324,16 @@ def find_lines(block: bytes, searches: Sequence[LineSearch]) -> List[Tuple[int, 
     found once per needle and its end comes with the hit; only the hits cost
     Python work (two or three for a login line, none for most lines).
     """
-    spans: Dict[int, int] = {}
-    size = len(block)
+    ends: Set[int] = set()
     for search in searches:
-        for hit in search(block):
-            start, end = hit.span()
-            if start < size:  # not the empty match an empty needle makes at the end
-                spans[end] = start
+        ends.update(map(_END, search(block)))  # a line's end, found by any needle
+    if block.endswith(b"\n"):
+        ends.discard(len(block))  # the empty match an empty needle makes there: no line
     rfind = block.rfind
-    return sorted((rfind(b"\n", 0, start) + 1, end) for end, start in spans.items())
+    return [(rfind(b"\n", 0, end) + 1, end) for end in sorted(ends)]
+
+
+_END = re.Match.end
 
 
 class _KeyCache:

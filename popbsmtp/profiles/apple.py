@@ -19,7 +19,8 @@ PROFILE = Profile(
             programs=("AppleMailServer",),
             pattern=r"(?:[A-Za-z0-9_.:+-]{1,64} )?(?:IMAP|POP3?) User \"{user}\" "
             r"log on successful from {ip}",
-            needle="log",
+            needle="log on successful",
+            also=('User "',),
             event=LOGIN,
         ),
     ),

@@ -67,7 +67,7 @@ PROFILE = Profile(
             programs=_PROGRAMS,
             pattern=r"LOGIN, user={user}, ip=\[{ip}\](?:" + _PORT + r")?"
             r"(?:, protocol=[A-Z0-9]{1,16})?" + _TLS,
-            needle="user=",
+            needle="LOGIN, user=",
             event=LOGIN,
             session="ip",
             pid=False,
@@ -77,7 +77,7 @@ PROFILE = Profile(
             programs=_PROGRAMS,
             pattern=r"(?:LOGOUT|DISCONNECTED|TIMEOUT), user={user}, ip=\[{ip}\]"
             r"(?:" + _PORT + r")?" + _COUNTERS,
-            needle="user=",
+            needle=", ip=[",
             event=LOGOUT,
             session="ip",
             pid=False,
@@ -87,7 +87,7 @@ PROFILE = Profile(
             programs=_PROGRAMS,
             pattern=r"(?:NOTICE: )?Disconnected during shutdown by signal, user={user}, "
             r"ip=\[{ip}\](?:" + _PORT + r")?" + _COUNTERS,
-            needle="user=",
+            needle=", ip=[",
             event=SERVER,
             pid=False,
         ),

@@ -30,7 +30,7 @@ PROFILE = Profile(
             pattern=r'(?:\([A-Za-z0-9._ -]{1,64}\) )?POP login by user "{user}" at \('
             + _PEER
             + r"\) {ip}",
-            needle="log",
+            needle="login by user",
             event=LOGIN,
         ),
         Rule(

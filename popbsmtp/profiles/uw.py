@@ -24,7 +24,7 @@ PROFILE = Profile(
             name="pop3-login",
             programs=("ipop3d", "pop3d"),
             pattern=r"(?:Login|Auth|APOP) user={user}" + _HOST + r" nmsgs=[0-9]{1,10}/[0-9]{1,10}",
-            needle="user=",
+            needle=" host=",
             event=LOGIN,
             session="ip",
         ),
@@ -32,7 +32,7 @@ PROFILE = Profile(
             name="imap-login",
             programs=("imapd", "imapsd"),
             pattern=r"(?:Login|Authenticated|Preauthenticated) user={user}" + _HOST,
-            needle="user=",
+            needle=" host=",
             event=LOGIN,
             session="ip",
         ),
@@ -43,7 +43,7 @@ PROFILE = Profile(
             r"(?:, while [a-z ]{1,64})?) user={user}"
             + _HOST
             + r"(?: nmsgs=[0-9]{1,10} ndele=[0-9]{1,10})?",
-            needle="user=",
+            needle=" host=",
             event=LOGOUT,
             session="ip",
         ),

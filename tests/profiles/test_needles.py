@@ -87,7 +87,7 @@ def test_positive_examples_contain_their_needle(profile) -> None:  # type: ignor
 
 def test_auto_profiles_search_few_needles() -> None:
     """Each distinct first byte of the needles is one pass over every block: keep them shared."""
-    assert len(Matcher(select(["auto"]))._line_searches) <= 9
+    assert len(Matcher(select(["auto"]))._line_searches) <= 11
 
 
 def test_dovecot_alone_takes_three_passes() -> None:
