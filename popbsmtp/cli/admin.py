@@ -15,16 +15,25 @@ Whoever holds it may write the table; nobody else does.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from popbsmtp import config
+from popbsmtp.cli.args import load_settings
+from popbsmtp.cli.logtest import iso
 from popbsmtp.config import Settings
-from popbsmtp.errors import MapError, PopbsmtpError
-from popbsmtp.grants import GrantTable, control
+from popbsmtp.config.values import duration, format_duration
+from popbsmtp.errors import EXIT_ERROR, EXIT_OK, MapError, PopbsmtpError
+from popbsmtp.grants import GrantTable, control, when
 from popbsmtp.grants.control import apply_request
 from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
 from popbsmtp.maps.keeper import withdraw_table
+from popbsmtp.parse.addresses import InvalidAddress, postfix_key
+from popbsmtp.policy import ipv6_exact_only, ipv6_refusal
 
 WAIT = 5.0
 
@@ -120,3 +129,81 @@ def grants(settings: Settings) -> List[Tuple[str, float, str, str]]:
     now = time.time()
     rows = StateFile(settings.state_dir).load().grants
     return sorted((r for r in rows if r[1] > now), key=lambda r: r[1])
+
+
+# -- the commands ----------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    rows = grants(settings)
+    if args.read_map:
+        from popbsmtp.doctor import compare_map
+
+        return compare_map(settings, {row[0] for row in rows}, sys.stdout)
+    if args.json:
+        for ip, expires, profile, rule in rows:
+            print(json.dumps({"ip": ip, "expires": iso(expires), "profile": profile, "rule": rule}))
+        return EXIT_OK
+    now = time.time()
+    for ip, expires, profile, rule in rows:
+        left = format_duration(max(1, round(expires - now)))
+        print(f"{ip:<40} until {when(expires)}  ({left} left)  {profile}/{rule}")
+    print(f"{len(rows)} client(s) authorized", file=sys.stderr)
+    return EXIT_OK
+
+
+def _key(text: str) -> str:
+    try:
+        return postfix_key(text)
+    except InvalidAddress as exc:
+        raise PopbsmtpError(f"{text!r}: {exc}") from None
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    ip = _key(args.ip)
+    request = {"op": "add", "ip": ip, "grace": args.for_ and duration(args.for_)}
+    settings = load_settings(args)
+    refused = ipv6_refusal(ip, ipv6_exact_only(settings))
+    if refused:
+        raise PopbsmtpError(f"not added: {refused}")
+    who = perform(settings, request)
+    print(f"added {request['ip']} ({who})")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    request = {"op": "remove", "ip": _key(args.ip)}
+    settings = load_settings(args)
+    if request["ip"] not in {row[0] for row in grants(settings)}:
+        print(f"{request['ip']} is not granted; nothing to remove", file=sys.stderr)
+        return EXIT_ERROR
+    who = perform(settings, request)
+    print(f"removed {request['ip']} ({who})")
+    return EXIT_OK
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    who = perform(load_settings(args), {"op": "flush"})
+    print(f"flushed ({who})")
+    return EXIT_OK
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    """Empty the table after the daemon stopped (ExecStopPost, init script, package erase)."""
+    if args.dry_run:
+        return EXIT_OK  # a dry run never wrote the table
+    if not os.path.exists(args.config or config.DEFAULT_CONFIG):
+        return EXIT_OK  # removed or never configured: no table of ours to empty
+    settings = load_settings(args)
+    held = withdraw(settings)
+    if held is None:
+        print(
+            f"popbsmtp is running ({settings.state_dir}/lock is held): {settings.map} is left to it"
+        )
+    elif held:
+        print(
+            f"withdrew {held} client(s) from {settings.map}; the saved grants "
+            "return when the daemon starts"
+        )
+    return EXIT_OK

@@ -12,14 +12,23 @@ drift and report it.  It writes no map and no state.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import re
+import sys
+import time
 from typing import IO, Any, Dict, Iterator, List, Set, TextIO, Tuple
 
+from popbsmtp import config
+from popbsmtp.cli.args import load_settings
+from popbsmtp.daemon.service import build_matcher
+from popbsmtp.errors import EXIT_OK, PopbsmtpError
 from popbsmtp.grants import GrantTable
+from popbsmtp.parse.addresses import parse_networks
 from popbsmtp.parse.matcher import Login, Matcher
-from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply
+from popbsmtp.policy import GRANT, HOLD, REFUSE, RELEASE, Decision, Policy, apply, policy_for
+from popbsmtp.sources.choice import JOURNAL, choose_source
 from popbsmtp.sources.generation import Generation, TailStats
 
 # Words POP/IMAP servers use for a successful login; used only to point out
@@ -213,3 +222,63 @@ def _print_summary(out: TextIO, summary: Dict[str, Any]) -> None:
 
 def open_input(name: str, stdin: IO[bytes]) -> IO[bytes]:
     return stdin if name == "-" else open(name, "rb")  # noqa: SIM115
+
+
+# -- the command -------------------------------------------------------------
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    matcher = build_matcher(settings, args.profile)
+    ignored = parse_networks(settings.ignore_networks, postconf_dir=settings.postfix_config_dir)
+    policy = policy_for(settings, ignored, matcher.profiles)
+    now = time.time() if args.now is None else _parse_now(args.now)
+    if args.journal is not None and args.file:
+        raise PopbsmtpError("give a log file or --journal, not both")
+    chosen = None if args.file or args.journal is not None else choose_source(settings, now)
+    if args.journal is not None or (chosen is not None and chosen.kind == JOURNAL):
+        # --journal DIR; --journal alone (journal_directory, else the system's); or no
+        # file given and the daemon's source is the journal
+        directory = args.journal or (chosen.path if chosen else "") or settings.journal_directory
+        _test_journal(directory, settings, matcher, policy, now, args.json)
+    else:
+        source = args.file or (chosen.path if chosen else settings.logfile)
+        with open_input(source, sys.stdin.buffer) as handle:
+            run_test(
+                handle,
+                matcher,
+                policy,
+                now=now,
+                out=sys.stdout,
+                as_json=args.json,
+                max_entries=settings.max_entries,
+            )
+    if args.read_map:
+        from popbsmtp.cli.admin import grants
+        from popbsmtp.doctor import compare_map
+
+        return compare_map(settings, {row[0] for row in grants(settings)}, sys.stdout)
+    return EXIT_OK
+
+
+def _test_journal(directory: str, settings: config.Settings, matcher: Matcher, policy: Policy,
+                  now: float, as_json: bool) -> None:  # fmt: skip
+    """Every entry of that journal, with the journal trust the daemon applies."""
+    from popbsmtp.cli.journaltest import run_journal_test
+    from popbsmtp.sources.journal import read_journal
+    from popbsmtp.sources.trust import TrustCheck
+
+    run_journal_test(
+        read_journal(directory, max_line_length=settings.max_line_length),
+        matcher,
+        TrustCheck(matcher.profiles, settings.journal_trust),
+        policy,
+        now=now,
+        out=sys.stdout,
+        as_json=as_json,
+        max_entries=settings.max_entries,
+    )
+
+
+def _parse_now(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
