@@ -31,10 +31,10 @@ def pf_tmp():
 
 @pytest.fixture
 def sockdir():
-    """The socket's directory as docs/maps.md says: mode 0750, group postfix."""
+    """The socket's directory as the packages make it: mode 2750, group postfix."""
     path = Path(tempfile.mkdtemp(prefix="popbsmtp-run-", dir="/tmp"))
     os.chown(path, -1, grp.getgrnam("postfix").gr_gid)
-    path.chmod(0o750)
+    path.chmod(0o2750)
     yield path
     for name in os.listdir(path):
         os.unlink(path / name)

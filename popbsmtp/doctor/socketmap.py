@@ -19,6 +19,7 @@ from popbsmtp import postfix
 from popbsmtp.doctor.probes import live_grants
 from popbsmtp.errors import MapError
 from popbsmtp.maps import MapSpec
+from popbsmtp.maps._files import trusted_uids
 from popbsmtp.maps._socketserver import NetstringError, encode, parse
 from popbsmtp.maps.socketmap import DEFAULT_GROUP, Endpoint, parse_endpoint
 from popbsmtp.postfix import PostfixError
@@ -49,7 +50,7 @@ def _finding(level: str, subject: str, detail: str, fix: str = "") -> Finding:
 def _socket(point: Endpoint, group: str) -> Finding:
     directory = os.path.dirname(point.path)
     want = group or DEFAULT_GROUP
-    fix = f"install -d -m 0750 -o popbsmtp -g {want} {directory}; restart popbsmtp"
+    fix = f"install -d -m 2750 -o popbsmtp -g {want} {directory}; restart popbsmtp"
     try:
         dir_info, info = os.stat(directory), os.lstat(point.path)
     except OSError as exc:
@@ -59,7 +60,7 @@ def _socket(point: Endpoint, group: str) -> Finding:
     problems = []
     if dir_mode & 0o027:
         problems.append(f"{directory} has mode {dir_mode:04o} (want 0750 or stricter)")
-    if dir_info.st_uid not in (info.st_uid, 0):
+    if dir_info.st_uid not in trusted_uids() | {info.st_uid}:
         problems.append(
             f"{directory} belongs to uid {dir_info.st_uid}, the socket to {info.st_uid}"
         )

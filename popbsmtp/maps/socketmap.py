@@ -25,6 +25,7 @@ from typing import Callable, Collection, Dict, Mapping, NamedTuple, Optional, Se
 
 from popbsmtp.errors import EXIT_CONFIG, ConfigError, MapError
 from popbsmtp.maps import MapOptions, MapSpec, MapWriter
+from popbsmtp.maps._files import trusted_uids
 from popbsmtp.maps._socketserver import SocketmapServer, unlink_socket
 
 TYPES = ("socketmap",)
@@ -99,32 +100,51 @@ class Snapshot(NamedTuple):
         return {k: v for k, v in both.items() if v > 0}
 
 
+# What the packages' tmpfiles.d file (and the SysV script) make: setgid, so that
+# the socket inherits group postfix, which the service user is not in.
+MAKE_DIRECTORY = "install -d -m 2750 -o popbsmtp -g postfix"
+
+
 def check_socket_directory(directory: str) -> None:
-    """Refuse a socket directory others could write, or reach, or that we do not own.
+    """Refuse a socket directory others could write, or reach, or that we do not trust.
 
     Whoever can write it can put their own socket in its place and answer OK
-    for anyone; whoever can reach the socket learns who may relay.
+    for anyone; whoever can reach the socket learns who may relay.  Its owner
+    may be root, the daemon's user or the service user (a root daemon under
+    the SysV script uses the directory the packages make for ``popbsmtp``).
     """
     try:
         info = os.stat(directory)
     except OSError as exc:
         raise UnsafeSocket(
-            f"socket directory {directory}: {exc.strerror}; create it: "
-            f"install -d -m 0750 -o popbsmtp -g postfix {directory}"
+            f"socket directory {directory}: {exc.strerror}; create it: {MAKE_DIRECTORY} {directory}"
         ) from None
     mode = stat.S_IMODE(info.st_mode)
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeSocket(f"socket directory {directory} is not a directory")
-    if info.st_uid not in (os.geteuid(), 0):
+    if info.st_uid not in trusted_uids():
         raise UnsafeSocket(
             f"socket directory {directory} belongs to uid {info.st_uid}, not to the daemon's "
-            f"user (uid {os.geteuid()}) or root; fix with: chown popbsmtp {directory}"
+            f"user (uid {os.geteuid()}), popbsmtp or root; fix with: chown popbsmtp {directory}"
         )
     if mode & 0o027:
         raise UnsafeSocket(
             f"socket directory {directory} has mode {mode:04o}: others may reach it or the "
-            f"group may write it; fix with: chmod 0750 {directory} (group postfix)"
+            f"group may write it; fix with: chmod 2750 {directory} (group postfix)"
         )
+
+
+def _give_group(path: str, gid: int, name: str) -> None:
+    """The socket's group: only root or a member may give it; setgid inherits it."""
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        directory = os.path.dirname(path)
+        raise UnsafeSocket(
+            f"cannot give the socket {path} group {name}: the daemon's user is not in it; "
+            f"make {directory} setgid with that group (chmod 2750 {directory}, as "
+            f"'{MAKE_DIRECTORY} {directory}' does), or run the daemon in that group"
+        ) from None
 
 
 def _answering(path: str) -> bool:
@@ -205,11 +225,18 @@ class Writer(MapWriter):
         # directory keeps others out until the mode and group are set.
         try:
             sock.bind(point.path)
-            os.chown(point.path, -1, gid)
-            os.chmod(point.path, SOCKET_MODE)
         except OSError as exc:
             sock.close()
             raise MapError(f"cannot create the socket {point.path}: {exc}") from None
+        try:
+            _give_group(point.path, gid, self.options.group or DEFAULT_GROUP)
+            os.chmod(point.path, SOCKET_MODE)
+        except (OSError, UnsafeSocket) as exc:
+            sock.close()
+            unlink_socket(point.path)  # ours, and not one smtpd could use
+            if isinstance(exc, UnsafeSocket):
+                raise
+            raise MapError(f"cannot set up the socket {point.path}: {exc}") from None
         self._inode = os.lstat(point.path).st_ino
         sock.listen(128)
         return sock

@@ -29,6 +29,7 @@ TREE = Path(os.environ.get("POPBSMTP_DEB_TREE", "/var/cache/popbsmtp-ci/bookworm
 pytestmark = pytest.mark.integration
 FIRST, SECOND = f"{__version__}-1", f"{__version__}-2"
 TABLE = "lmdb:/etc/postfix/popbsmtp/clients"
+SOCKETMAP = "socketmap:unix:/run/popbsmtp/socketmap:popbsmtp"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Mounts the overlay, /proc of the new PID namespace, /dev (with /dev/pts,
@@ -62,6 +63,32 @@ kill -KILL $daemon
 wait $daemon || true
 cat /tmp/daemon.log
 """.replace("TABLE", TABLE)
+
+# map = socketmap in the directory the package made: the daemon as the unit
+# runs it (user popbsmtp, not in group postfix) answers Postfix's own socketmap
+# client run as smtpd runs (user postfix), then stops and takes its socket
+# away.  Its own state directory: the lmdb table's grant is not touched.
+SOCKETMAP_SERVES = r"""
+printf '[popbsmtp]\nlogfile = /var/log/mail.log\nmap = SOCKETMAP\n' >/tmp/socketmap.conf
+printf 'state_dir = /tmp/socketmap-state\n' >>/tmp/socketmap.conf
+install -d -m 0700 -o popbsmtp -g popbsmtp /tmp/socketmap-state
+setpriv --reuid popbsmtp --regid popbsmtp --groups adm \
+    popbsmtp run --foreground --config /tmp/socketmap.conf 2>/tmp/socketmap.log &
+daemon=$!
+poll() { i=0; until "$@"; do i=$((i + 1)); [ $i -lt 200 ] || return 1; sleep 0.1; done; }
+following() { grep -q "following " /tmp/socketmap.log; }
+poll following || { cat /tmp/socketmap.log >&2; exit 1; }
+stat -c '%U:%G %a' /run/popbsmtp/socketmap
+login="imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.12, lip=192.0.2.1"
+login="$login, mpid=3220, session=<Uv6Lxjth/YF/AAAG>"
+echo "$(date -u +%Y-%m-%dT%H:%M:%S.000000+00:00) mail dovecot: $login" >>/var/log/mail.log
+as_smtpd() { setpriv --reuid postfix --regid postfix --init-groups "$@"; }
+poll as_smtpd postmap -q 192.0.2.12 SOCKETMAP >/dev/null || { cat /tmp/socketmap.log >&2; exit 1; }
+echo "smtpd asks: $(as_smtpd postmap -q 192.0.2.12 SOCKETMAP)"
+kill -TERM $daemon
+wait $daemon
+test ! -e /run/popbsmtp/socketmap && echo "socket removed"
+""".replace("SOCKETMAP", SOCKETMAP)
 
 
 def tool(name: str) -> str:
@@ -140,6 +167,7 @@ def test_package_is_architecture_all_with_debian_dependencies(debs):
         "/lib/systemd/system/popbsmtp.service",
         "/lib/systemd/system/popbsmtp.service.d/debian.conf",
         "/usr/lib/sysusers.d/popbsmtp.conf",
+        "/usr/lib/tmpfiles.d/popbsmtp.conf",
         "/usr/share/man/man8/popbsmtp.8.gz",
         "/usr/share/man/man5/popbsmtp.conf.5.gz",
         "/usr/share/doc/popbsmtp/copyright",
@@ -176,6 +204,17 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
         "/var/lib/popbsmtp popbsmtp:popbsmtp 700",
         "/etc/postfix/popbsmtp popbsmtp:popbsmtp 755",
     ]
+    # The socketmap's directory: debhelper's postinst code ran systemd-tmpfiles
+    # on the shipped tmpfiles.d file; at boot (/run is a tmpfs) the same call
+    # makes it again.  The service user is not in group postfix: the setgid
+    # bit is what gives the socket that group.
+    made = "stat -c '%n %U:%G %a' /run/popbsmtp"
+    assert tree.ok(made).strip() == "/run/popbsmtp popbsmtp:postfix 2750"
+    shipped = (ROOT / "init" / "popbsmtp.tmpfiles").read_text()
+    assert tree.ok("cat /usr/lib/tmpfiles.d/popbsmtp.conf") == shipped
+    reboot = "rmdir /run/popbsmtp && systemd-tmpfiles --create popbsmtp.conf && " + made
+    assert tree.ok(reboot).strip() == "/run/popbsmtp popbsmtp:postfix 2750"
+    assert "postfix" not in tree.ok("id -Gn popbsmtp").split()
     assert tree.ok("dpkg-query -W -f '${Conffiles}' popbsmtp").split()[0] == (
         "/etc/popbsmtp/popbsmtp.conf"
     )
@@ -203,6 +242,9 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     assert "grace = 10m" in tree.ok("popbsmtp check-config --explain")
     assert "granted 192.0.2.11" in tree.ok(GRANT_THEN_CRASH)
     assert tree.ok(f"postmap -s {TABLE}").split() == ["192.0.2.11", "OK"]
+    served = tree.ok(SOCKETMAP_SERVES).splitlines()
+    assert served[0] == "popbsmtp:postfix 660"  # the socket, as smtpd needs it
+    assert served[1:] == ["smtpd asks: OK", "socket removed"]
 
     # Upgrade: the changed conffile stays as the admin left it, without a
     # .dpkg-dist beside it; an upgrade withdraws nothing.
@@ -225,7 +267,7 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     purge = tree.run("dpkg -P popbsmtp")
     assert purge.returncode == 0, purge.stdout + purge.stderr
     assert "main.cf still names a table in /etc/postfix/popbsmtp" in purge.stderr
-    for path in ("/etc/popbsmtp", "/var/lib/popbsmtp", "/etc/postfix/popbsmtp"):
+    for path in ("/etc/popbsmtp", "/var/lib/popbsmtp", "/etc/postfix/popbsmtp", "/run/popbsmtp"):
         assert tree.run(f"test -e {path}").returncode != 0, path
     enabled = "/etc/systemd/system/multi-user.target.wants/popbsmtp.service"
     assert tree.run(f"test -L {enabled}").returncode != 0

@@ -162,6 +162,8 @@ def test_file_lists(packages):
         "/var/lib/popbsmtp",
         "/etc/postfix/popbsmtp",
         "/usr/lib/sysusers.d/popbsmtp.conf",
+        "/usr/lib/tmpfiles.d/popbsmtp.conf",
+        "/run/popbsmtp",
         f"/usr/share/doc/popbsmtp-{__version__}/install.md",
         f"/usr/share/licenses/popbsmtp-{__version__}/LICENSE",
     ]
@@ -195,14 +197,18 @@ def test_config_files_and_modes(packages):
         flags = rpm(
             "-qp",
             "--qf",
-            "[%{FILEFLAGS:fflags}|%{FILEMODES:perms}|%{FILEUSERNAME}|%{FILENAMES}\n]",
+            "[%{FILEFLAGS:fflags}|%{FILEMODES:perms}|%{FILEUSERNAME}|%{FILEGROUPNAME}"
+            "|%{FILENAMES}\n]",
             str(package),
         )
         rows = {line.split("|")[-1]: line.split("|")[:-1] for line in flags.splitlines()}
         assert rows["/etc/popbsmtp/popbsmtp.conf"][0] == "cn"  # %config(noreplace)
         assert rows["/etc/sysconfig/popbsmtp"][0] == "cn"
-        assert rows["/var/lib/popbsmtp"][1:] == ["drwx------", "popbsmtp"]
-        assert rows["/etc/postfix/popbsmtp"][1:] == ["drwxr-xr-x", "popbsmtp"]
+        assert rows["/var/lib/popbsmtp"][1:3] == ["drwx------", "popbsmtp"]
+        assert rows["/etc/postfix/popbsmtp"][1:3] == ["drwxr-xr-x", "popbsmtp"]
+        # On tmpfs: recorded (%ghost), made by systemd-tmpfiles with these attributes.
+        assert rows["/run/popbsmtp"] == ["g", "drwxr-s---", "popbsmtp", "postfix"]
+        assert rows["/usr/lib/tmpfiles.d/popbsmtp.conf"] == ["", "-rw-r--r--", "root", "root"]
         assert rows["/usr/bin/popbsmtp"][1] == "-rwxr-xr-x"
         licences = [name for name, row in rows.items() if row[0] == "l"]
         assert f"/usr/share/licenses/popbsmtp-{__version__}/LICENSE" in licences
@@ -304,6 +310,28 @@ def test_service_user_comes_from_the_sysusers_file(packages, installed):
     spec = SPEC.read_text()
     assert "%sysusers_create_compat %{SOURCE1}" in spec
     assert re.search(r"^Source1: +%\{name\}\.sysusers$", spec, re.M)
+
+
+def test_the_socketmap_directory_comes_from_the_tmpfiles_file(packages, installed):
+    """What systemd-tmpfiles makes /run/popbsmtp from, and the %post that runs it."""
+    shipped = (ROOT / "init" / "popbsmtp.tmpfiles").read_text()
+    lines = [line for line in shipped.splitlines() if line and not line.startswith("#")]
+    assert lines == ["d /run/popbsmtp 2750 popbsmtp postfix -"]
+    for flavour, package in packages.items():
+        tmpfiles = installed[flavour] / "usr" / "lib" / "tmpfiles.d" / "popbsmtp.conf"
+        assert tmpfiles.read_text() == shipped, flavour
+        post = rpm("-qp", "--qf", "%{POSTIN}", str(package))
+        # The plain fallback of %tmpfiles_create (no systemd-rpm-macros here).
+        create = (
+            "[ -x /usr/bin/systemd-tmpfiles ] && "
+            "/usr/bin/systemd-tmpfiles --create popbsmtp.conf >/dev/null 2>&1 || :"
+        )
+        assert post.splitlines()[0] == create, post
+        # Postfix (and with it the group postfix) is there before %post runs.
+        requires = rpm("-qp", "--qf", "[%{REQUIREFLAGS:deptype} %{REQUIRENAME}\n]", str(package))
+        assert "post postfix" in requires.splitlines(), requires
+    spec = SPEC.read_text()
+    assert re.search(r"^%post\n%tmpfiles_create %\{name\}\.conf$", spec, re.M)
 
 
 def test_scriptlets(packages):

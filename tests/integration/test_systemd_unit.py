@@ -101,7 +101,14 @@ def test_unit_has_the_promised_directives():
     assert one["CapabilityBoundingSet"] == "CAP_DAC_READ_SEARCH"
     assert one["AmbientCapabilities"] == "CAP_DAC_READ_SEARCH"
     # The table's directory recommended in docs/install.md and the spec must be writable.
-    assert "-/etc/postfix/popbsmtp" in one["ReadWritePaths"].split()
+    writable = " ".join(found["ReadWritePaths"]).split()
+    assert "-/etc/postfix/popbsmtp" in writable
+    # The socketmap's directory, made by the packages' tmpfiles.d file as
+    # popbsmtp:postfix 2750; RuntimeDirectory= would make it the service's group.
+    assert "-/run/popbsmtp" in writable
+    assert not [key for key in found if key.startswith("RuntimeDirectory")]
+    tmpfiles = (ROOT / "init" / "popbsmtp.tmpfiles").read_text()
+    assert "\nd /run/popbsmtp 2750 popbsmtp postfix -\n" in tmpfiles
     spec = (ROOT / "packaging" / "rpm" / "popbsmtp.spec").read_text()
     assert "%{_sysconfdir}/postfix/%{name}" in spec
     assert "lmdb:/etc/postfix/popbsmtp/clients" in (ROOT / "docs" / "install.md").read_text()

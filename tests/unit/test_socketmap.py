@@ -114,7 +114,7 @@ def test_socket_directory_must_be_private(tmp_path):
     check_socket_directory(str(good))
     for mode in (0o755, 0o770, 0o751, 0o757):
         good.chmod(mode)
-        with pytest.raises(MapError, match="chmod 0750"):
+        with pytest.raises(MapError, match="chmod 2750"):
             check_socket_directory(str(good))
     with pytest.raises(MapError, match="install -d"):
         check_socket_directory(str(tmp_path / "missing"))
@@ -122,6 +122,23 @@ def test_socket_directory_must_be_private(tmp_path):
     os.chown(good, 4242, -1)
     with pytest.raises(MapError, match="belongs to uid 4242"):
         check_socket_directory(str(good))
+
+
+def test_a_root_daemon_trusts_the_service_users_directory(tmp_path, monkeypatch):
+    """The SysV script runs the daemon as root on the directory made for popbsmtp."""
+    import pwd
+
+    from popbsmtp.maps import _files
+
+    monkeypatch.setattr(_files, "SERVICE_USER", "nobody")  # no popbsmtp user here
+    made = tmp_path / "run"
+    made.mkdir()
+    made.chmod(0o2750)
+    os.chown(made, pwd.getpwnam("nobody").pw_uid, -1)
+    check_socket_directory(str(made))  # as root (the tests chown): trusted
+    monkeypatch.setattr(_files, "SERVICE_USER", "no-such-user-here")
+    with pytest.raises(MapError, match="not to the daemon's user"):
+        check_socket_directory(str(made))
 
 
 # -- answers ----------------------------------------------------------------------
