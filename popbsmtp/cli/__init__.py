@@ -9,13 +9,14 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from popbsmtp import __version__, config
 from popbsmtp.cli import admin
 from popbsmtp.cli.logtest import iso, open_input, run_test
 from popbsmtp.config.values import duration, format_duration
 from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.front import Front
 from popbsmtp.daemon.service import Service, build_matcher
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 from popbsmtp.grants import when
@@ -51,7 +52,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.config = os.path.abspath(args.config)
         detached = daemonize(args.pidfile)  # returns in the daemon only
     logsetup.setup(settings.log_level, target=settings.log_target, daemon=detached is not None)
-    service = Service(settings, dry_run=args.dry_run, loader=lambda: _settings(args))
+    service: Union[Service, Front]
+    if settings.grants_from != "log":
+        if args.dry_run:
+            raise PopbsmtpError(f"--dry-run: grants_from = {settings.grants_from} writes nothing")
+        service = Front(settings, loader=lambda: _settings(args))
+    else:
+        service = Service(settings, dry_run=args.dry_run, loader=lambda: _settings(args))
     _install_signals(service)
 
     def on_ready() -> None:
@@ -63,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _install_signals(service: Service) -> None:
+def _install_signals(service: Union[Service, Front]) -> None:
     def on_stop(signum: int, _frame: object) -> None:
         if service.stopping:
             log.warning("second signal %d: exiting at once", signum)
