@@ -91,8 +91,18 @@ def _install_signals(service: Union[Service, Front]) -> None:
     signal.signal(signal.SIGUSR1, on_usr1)
 
 
+def _not_a_front(settings: config.Settings, command: str) -> None:
+    """A front holds no grants of its own: they are the POP/IMAP hosts' rows."""
+    if settings.grants_from != "log":
+        raise PopbsmtpError(
+            f"{command}: this host is a socketmap front (grants_from = {settings.grants_from});"
+            f" run popbsmtp {command} on the POP/IMAP host that granted the client"
+        )
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _not_a_front(settings, "list")
     rows = admin.grants(settings)
     if args.read_map:
         from popbsmtp.doctor import compare_map
@@ -121,6 +131,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     ip = _key(args.ip)
     request = {"op": "add", "ip": ip, "grace": args.for_ and duration(args.for_)}
     settings = _settings(args)
+    _not_a_front(settings, "add")
     refused = ipv6_refusal(ip, ipv6_exact_only(settings))
     if refused:
         raise PopbsmtpError(f"not added: {refused}")
@@ -132,6 +143,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     request = {"op": "remove", "ip": _key(args.ip)}
     settings = _settings(args)
+    _not_a_front(settings, "remove")
     if request["ip"] not in {row[0] for row in admin.grants(settings)}:
         print(f"{request['ip']} is not granted; nothing to remove", file=sys.stderr)
         return EXIT_ERROR
@@ -141,7 +153,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    who = admin.perform(_settings(args), {"op": "flush"})
+    settings = _settings(args)
+    _not_a_front(settings, "flush")
+    who = admin.perform(settings, {"op": "flush"})
     print(f"flushed ({who})")
     return EXIT_OK
 
@@ -242,6 +256,9 @@ def _explain_source(settings: config.Settings) -> None:
     """Which log the daemon would follow now, why, and whom it trusts in the journal."""
     from popbsmtp.sources.trust import TrustCheck
 
+    if settings.grants_from != "log":
+        print(f"# source: {settings.grants_from}, as a socketmap front (no log is read)")
+        return
     chosen = choose_source(settings)
     print(f"# source: {chosen.describe()} ({chosen.reason})")
     if chosen.kind == JOURNAL:

@@ -36,6 +36,13 @@ class Front:
     """Same life cycle as :class:`popbsmtp.daemon.service.Service` for ``popbsmtp run``."""
 
     def __init__(self, settings: Settings, loader: Optional[Callable[[], Settings]] = None):
+        try:
+            import psycopg  # noqa: F401 - checked here so a missing module is named
+        except ImportError:
+            raise SetupError(
+                "grants_from = pgsql: needs the Python module psycopg"
+                " (pip install 'popbsmtp[pgsql]')"
+            ) from None
         self.settings = settings
         self.loader = loader
         self.wake = threading.Event()

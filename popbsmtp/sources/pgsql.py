@@ -84,6 +84,12 @@ class GrantFeed:
         self._thread.join(timeout=2 * self.heartbeat + 1)
 
     def _run(self) -> None:
+        try:
+            self._follow_forever()
+        except Exception:  # a bug: fail closed (the deadline passes), but say why
+            log.exception("the database feed stopped; lookups get TEMP from now on")
+
+    def _follow_forever(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
             try:

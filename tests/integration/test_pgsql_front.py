@@ -134,6 +134,12 @@ def test_doctor_checks_the_front_and_pgsql_init_is_idempotent(pg, pf_tmp, sockdi
         assert "192.0.2.9 -> OK" in out, out
         assert "OK       postmap -q: finds granted client 192.0.2.9" in out, out
 
+        # The front holds no grants of its own: add/remove belong on a POP/IMAP host.
+        refused = popbsmtp("add", "192.0.2.11", "-c", str(front_config), check=False)
+        assert refused.returncode != 0 and "socketmap front" in refused.stderr, refused.stderr
+        explained = popbsmtp("check-config", "--explain", "-c", str(front_config)).stdout
+        assert f"# source: pgsql:{table}, as a socketmap front" in explained, explained
+
         # Run again on the live table: rows kept, one trigger, still notifying.
         popbsmtp("pgsql-init", "--dsn", pg.dsn, "--force", str(table))
         assert pg.sql("SELECT key FROM popbsmtp_grants") == [("192.0.2.9",)]
