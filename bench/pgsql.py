@@ -8,8 +8,11 @@ login line is appended and ``postmap -q ADDRESS pgsql:FILE`` (what smtpd's
 lookup sees: the same query, the expiry checked in SQL) is polled until it
 answers.  The same loop then runs against an ``lmdb:`` table, so the two
 figures differ only in the table.  Needs root (the server runs as postgres).
+With ``--front``, a second daemon is a socketmap front fed by the table
+(``grants_from = pgsql:``) and ``postmap -q`` asks the front instead: login
+line on the POP/IMAP host → row → NOTIFY → the front's mirror → relay.
 
-    pgsql.py [--logins 200] [--preload 100000] [--timeout 10]
+    pgsql.py [--logins 200] [--preload 100000] [--timeout 10] [--front]
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ def postmap(config_dir: Path, spec: str, key: str) -> Optional[str]:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def measure(directory: Path, spec: str, args: argparse.Namespace, label: str) -> Dict[str, object]:
+def measure(
+    directory: Path, spec: str, args: argparse.Namespace, label: str, ask: str = ""
+) -> Dict[str, object]:
+    """``ask``: the table postmap polls (default ``spec``, the one the daemon writes)."""
+    ask = ask or spec
     writer = LogWriter(directory / "mail.log")
     writer.append("")
     rng = random.Random(11)
@@ -56,7 +63,7 @@ def measure(directory: Path, spec: str, args: argparse.Namespace, label: str) ->
             time.sleep(rng.uniform(0.0, 0.1))
             writer.append(login_line(ip))
             appended = time.monotonic()
-            found = lambda ip=ip: postmap(directory / "postfix", spec, ip)  # noqa: E731
+            found = lambda ip=ip: postmap(directory / "postfix", ask, ip)  # noqa: E731
             results.append(seconds_until(found, appended, args.timeout))
     finally:
         daemon.stop()
@@ -76,11 +83,26 @@ def prepare(directory: Path, args: argparse.Namespace) -> None:
     preload(directory, args.preload, 3600.0)
 
 
+def through_front(base: Path, table: Path, pg_dir: Path, args: argparse.Namespace) -> Dict:
+    """The POP/IMAP host writes the table; a socketmap front answers postmap -q."""
+    front = base / "front"
+    sockets = front / "run"
+    sockets.mkdir(parents=True)
+    shutil.chown(sockets, group="postfix")
+    sockets.chmod(0o750)
+    socketmap = f"socketmap:unix:{sockets}/socketmap:popbsmtp"
+    config = write_config(front, map=socketmap, grants_from=f"pgsql:{table}", max_entries=2_000_000)
+    log(f"front: {args.logins} logins, {args.preload} preloaded grants")
+    with Daemon(config):
+        return measure(pg_dir, f"pgsql:{table}", args, "pgsql → socketmap front", socketmap)
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logins", type=int, default=200)
     parser.add_argument("--preload", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--front", action="store_true", help="poll a socketmap front")
     args = parser.parse_args(argv)
     rows = []
     base = workdir("pgsql")
@@ -95,6 +117,11 @@ def main(argv: List[str]) -> int:
             check=True,
             cwd=ROOT,
         )
+        if args.front:
+            rows.append(through_front(base, table, pg_dir, args))
+            rows[-1]["detail"] = f"{rows[-1]['detail']} (PostgreSQL 15, LISTEN/NOTIFY)"
+            emit(rows)
+            return 0
         log(f"pgsql: {args.logins} logins, {args.preload} preloaded grants")
         rows.append(measure(pg_dir, f"pgsql:{table}", args, "pgsql"))
         count = server.sql("SELECT count(*) FROM popbsmtp_grants")[0][0]

@@ -134,8 +134,18 @@ def grants(settings: Settings) -> List[Tuple[str, float, str, str]]:
 # -- the commands ----------------------------------------------------------
 
 
+def _not_a_front(settings: config.Settings, command: str) -> None:
+    """A front holds no grants of its own: they are the POP/IMAP hosts' rows."""
+    if settings.grants_from != "log":
+        raise PopbsmtpError(
+            f"{command}: this host is a socketmap front (grants_from = {settings.grants_from});"
+            f" run popbsmtp {command} on the POP/IMAP host that granted the client"
+        )
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings(args)
+    _not_a_front(settings, "list")
     rows = grants(settings)
     if args.read_map:
         from popbsmtp.doctor import compare_map
@@ -164,6 +174,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     ip = _key(args.ip)
     request = {"op": "add", "ip": ip, "grace": args.for_ and duration(args.for_)}
     settings = load_settings(args)
+    _not_a_front(settings, "add")
     refused = ipv6_refusal(ip, ipv6_exact_only(settings))
     if refused:
         raise PopbsmtpError(f"not added: {refused}")
@@ -175,6 +186,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     request = {"op": "remove", "ip": _key(args.ip)}
     settings = load_settings(args)
+    _not_a_front(settings, "remove")
     if request["ip"] not in {row[0] for row in grants(settings)}:
         print(f"{request['ip']} is not granted; nothing to remove", file=sys.stderr)
         return EXIT_ERROR
@@ -184,7 +196,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    who = perform(load_settings(args), {"op": "flush"})
+    settings = load_settings(args)
+    _not_a_front(settings, "flush")
+    who = perform(settings, {"op": "flush"})
     print(f"flushed ({who})")
     return EXIT_OK
 

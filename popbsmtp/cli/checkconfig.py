@@ -34,6 +34,9 @@ def _explain_source(settings: config.Settings) -> None:
     """Which log the daemon would follow now, why, and whom it trusts in the journal."""
     from popbsmtp.sources.trust import TrustCheck
 
+    if settings.grants_from != "log":
+        print(f"# source: {settings.grants_from}, as a socketmap front (no log is read)")
+        return
     chosen = choose_source(settings)
     print(f"# source: {chosen.describe()} ({chosen.reason})")
     if chosen.kind == JOURNAL:

@@ -1,6 +1,8 @@
 """``popbsmtp pgsql-init``: create the shared table and the file Postfix reads.
 
-The key is ``text``, not ``inet``: smtpd also looks up ``unknown``, which
+It also (re)creates the trigger that notifies socketmap fronts of every
+change; running it again on an existing table (``--force`` for the file)
+leaves the rows alone.  The key is ``text``, not ``inet``: smtpd also looks up ``unknown``, which
 ``inet`` cannot parse (every client would then get a 451).  The query
 compares the expiry with ``now()`` so rows of a dead daemon stop granting by
 themselves, and ``LIMIT 1`` makes two hosts' rows for one address one answer.
@@ -14,7 +16,7 @@ import re
 from typing import Dict, Optional
 
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.maps.pgsql import DEFAULT_TABLE, HOST_PARAM
+from popbsmtp.maps.pgsql import DEFAULT_TABLE, HOST_PARAM, trigger_name
 
 _VALUE = re.compile(r"[^\s\0#]{1,200}")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -30,6 +32,31 @@ def schema(table: str) -> str:
         " PRIMARY KEY (host, key));"
         f" CREATE INDEX IF NOT EXISTS {table}_key ON {table} (key, expires_at);"
         f" CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at);"
+    )
+
+
+def notify_trigger(table: str) -> str:
+    """Each changed row NOTIFYs channel ``table`` with its key; TRUNCATE with no key.
+
+    Socketmap fronts (``grants_from = pgsql:``) LISTEN there, so a login or a
+    withdrawal on any POP/IMAP host reaches them at once.  Replaced, never
+    duplicated, when run again on an existing table.
+    """
+    name = trigger_name(table)
+    return (
+        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN"
+        " IF TG_OP = 'TRUNCATE' THEN PERFORM pg_notify(TG_TABLE_NAME, ''); RETURN NULL; END IF;"
+        " IF TG_OP <> 'INSERT' THEN PERFORM pg_notify(TG_TABLE_NAME, OLD.key); END IF;"
+        " IF TG_OP <> 'DELETE' THEN PERFORM pg_notify(TG_TABLE_NAME, NEW.key); END IF;"
+        " RETURN NULL;"
+        " END $$;"
+        f" DROP TRIGGER IF EXISTS {name} ON {table};"
+        f" CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+        f" FOR EACH ROW EXECUTE FUNCTION {name}();"
+        f" DROP TRIGGER IF EXISTS {name}_truncate ON {table};"
+        f" CREATE TRIGGER {name}_truncate AFTER TRUNCATE ON {table}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {name}();"
     )
 
 
@@ -94,8 +121,9 @@ def run(
     except psycopg.Error as exc:
         raise PopbsmtpError(f"--dsn: {exc}") from None
     try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:  # one transaction
             conn.execute(schema(table).encode())
+            conn.execute(notify_trigger(table).encode())
     except psycopg.Error as exc:
         raise PopbsmtpError(f"cannot create table {table}: {exc}") from None
     text = table_file(params, table, value, host)

@@ -1,4 +1,4 @@
-"""``popbsmtp run``: build the service, detach if asked, wire the signals, run.
+"""``popbsmtp run``: build the service (or a socketmap front), detach if asked, run.
 
 The service itself (:mod:`popbsmtp.daemon.service`) knows nothing of the
 command line or of signals; this module is where they meet it.
@@ -10,9 +10,11 @@ import argparse
 import logging
 import os
 import signal
+from typing import Union
 
 from popbsmtp.cli.args import load_settings
 from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.front import Front
 from popbsmtp.daemon.service import Service
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 
@@ -31,7 +33,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.config = os.path.abspath(args.config)
         detached = daemonize(args.pidfile)  # returns in the daemon only
     logsetup.setup(settings.log_level, target=settings.log_target, daemon=detached is not None)
-    service = Service(settings, dry_run=args.dry_run, loader=lambda: load_settings(args))
+    service: Union[Service, Front]
+    if settings.grants_from != "log":
+        if args.dry_run:
+            raise PopbsmtpError(f"--dry-run: grants_from = {settings.grants_from} writes nothing")
+        service = Front(settings, loader=lambda: load_settings(args))
+    else:
+        service = Service(settings, dry_run=args.dry_run, loader=lambda: load_settings(args))
     _install_signals(service)
 
     def on_ready() -> None:
@@ -43,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _install_signals(service: Service) -> None:
+def _install_signals(service: Union[Service, Front]) -> None:
     def on_stop(signum: int, _frame: object) -> None:
         if service.stopping:
             log.warning("second signal %d: exiting at once", signum)

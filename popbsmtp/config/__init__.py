@@ -133,6 +133,26 @@ SCHEMA: Tuple[Option, ...] = (
         "lmdb:/etc/postfix/pop-before-smtp",
     ),
     Option(
+        "grants_from",
+        kinds.grants_from,
+        "log",
+        "Where the grants come from: log (the daemon follows logfile or the journal and"
+        " decides, as on a POP/IMAP host), or pgsql:/etc/postfix/popbsmtp-pgsql.cf on an SMTP"
+        " host: the daemon is then a socketmap front that mirrors the unexpired rows every"
+        " POP/IMAP host writes to that shared table (map = pgsql: there) and answers smtpd"
+        " from the mirror; map must be socketmap:... and the table needs the trigger"
+        " popbsmtp pgsql-init creates (docs/several-hosts.md).  A front never writes the table.",
+    ),
+    Option(
+        "stale_after",
+        kinds.bounded_duration(1.0, 60.0),
+        "5s",
+        "With grants_from = pgsql:...: how long the front may answer from its mirror after"
+        " the database last answered it (1s to 60s).  Past that it cannot see withdrawals,"
+        " so every lookup gets TEMP (smtpd: 4xx, the client retries) until the database is"
+        " back and read again.",
+    ),
+    Option(
         "map_writer",
         kinds.choice("auto", "direct", "rebuild"),
         "auto",
@@ -233,6 +253,8 @@ class Settings:
     profiles: List[str]
     postfix_config_dir: str
     map: MapSpec
+    grants_from: str
+    stale_after: float
     map_writer: str
     map_value: str
     map_mode: int
@@ -358,7 +380,19 @@ def _resolve(raw: Dict[str, Tuple[str, str]], distro: Distro) -> Settings:
         except ValueError as exc:
             raise ConfigError(str(exc), key=opt.name, source=source) from None
         sources[opt.name], texts[opt.name] = source, text.strip()
+    _check_front(values, sources)
     return Settings(**values, sources=MappingProxyType(sources), raw=MappingProxyType(texts))
+
+
+def _check_front(values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    """A front answers from its mirror over a socket: no other table type can do that."""
+    if values["grants_from"] != "log" and values["map"].type != "socketmap":
+        raise ConfigError(
+            f"grants_from = {values['grants_from']} makes the daemon a socketmap front: "
+            f"set map = socketmap:unix:/run/popbsmtp/socketmap:popbsmtp (map is {values['map']})",
+            key="grants_from",
+            source=sources["grants_from"],
+        )
 
 
 #: What the packages (RPM, .deb) set in the popbsmtp.conf they ship: a table in

@@ -48,6 +48,30 @@ def duration(text: str) -> float:
     return total
 
 
+def bounded_duration(low: float, high: float) -> Callable[[str], float]:
+    """A :func:`duration` between ``low`` and ``high`` seconds."""
+
+    def parse(text: str) -> float:
+        seconds = duration(text)
+        if not low <= seconds <= high:
+            span = f"{format_duration(low)} to {format_duration(high)}"
+            raise ValueError(f"{shown(text.strip())} is outside {span}")
+        return seconds
+
+    parse.__name__ = "bounded_duration"
+    return parse
+
+
+def grants_from(text: str) -> str:
+    """``log``, or ``pgsql:/absolute/path`` of a pgsql_table(5) file (a socketmap front)."""
+    text = text.strip()
+    if text.lower() == "log":
+        return "log"
+    if text.startswith("pgsql:"):
+        return "pgsql:" + absolute_path(text[len("pgsql:") :])
+    raise ValueError(f"{shown(text)} is not log or pgsql:/path/to/popbsmtp-pgsql.cf")
+
+
 def format_duration(seconds: float) -> str:
     for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:

@@ -71,9 +71,17 @@ class Doctor:
         except PostfixError as exc:
             fix = "install and configure Postfix, or set postfix_config_dir (--postfix-dir)"
             return [Finding(ERROR, "postfix", str(exc), fix)]
-        found = self.check_map(types)
-        found += self.check_services()
-        found += [self.check_log(), self.check_networks(), self.check_ipv6(), self.check_daemon()]
+        if self.settings.grants_from != "log":  # a socketmap front: no log, no policy here
+            from popbsmtp.doctor import front
+
+            found = front.check(self.settings, self.dir, types)
+            found += self.check_services()
+            found += [self.check_ipv6(), self.check_daemon()]
+        else:
+            found = self.check_map(types)
+            found += self.check_services()
+            found += [self.check_log(), self.check_networks(), self.check_ipv6()]
+            found.append(self.check_daemon())
         from popbsmtp.doctor import antispam  # it imports Finding from here
 
         found += antispam.check(self.dir, self.dns)

@@ -13,7 +13,7 @@ import os
 import socket
 import stat
 import subprocess
-from typing import TYPE_CHECKING, Iterable, List, Set
+from typing import TYPE_CHECKING, Iterable, List, Optional, Set
 
 from popbsmtp import postfix
 from popbsmtp.doctor.probes import live_grants
@@ -31,10 +31,13 @@ OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 PROBE_TIMEOUT = 5.0
 
 
-def check(spec: MapSpec, state_dir: str, group: str, postfix_dir: str) -> List[Finding]:
+def check(
+    spec: MapSpec, state_dir: str, group: str, postfix_dir: str, keys: Optional[List[str]] = None
+) -> List[Finding]:
+    """``keys``: granted clients to probe (a front's, from the database); else the state's."""
     point = parse_endpoint(spec.path)
     found = [_socket(point, group)] if point.family == "unix" else []
-    keys = live_grants(state_dir)
+    keys = live_grants(state_dir) if keys is None else keys
     key = keys[-1] if keys else "192.0.2.0"
     found += [_direct(point, key), _postmap(spec, key, bool(keys), postfix_dir)]
     found.append(_order(spec, postfix_dir))
@@ -114,6 +117,9 @@ def _direct(point: Endpoint, key: str) -> Finding:
         return _finding(ERROR, "socketmap daemon", why, fix)
     if reply.startswith(("OK", "NOTFOUND")):
         return _finding(OK, "socketmap daemon", f"answers on {where}: {key} -> {reply.strip()}")
+    if reply.startswith("TEMP"):
+        why = f"answers TEMP on {where} ({reply[5:]}): smtpd defers every relay attempt"
+        return _finding(ERROR, "socketmap daemon", why, "see popbsmtp's log: is the database up?")
     return _finding(ERROR, "socketmap daemon", f"odd answer for {key}: {reply!r}", "")
 
 

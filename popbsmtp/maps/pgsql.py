@@ -42,6 +42,12 @@ MAX_FILE = 64 * 1024
 URI = "uri"  # conninfo()'s key for a postgresql:// URI in ``hosts``
 
 
+def trigger_name(table: str) -> str:
+    """The trigger (and its function) ``pgsql-init`` puts on ``table``: each changed row
+    NOTIFYs the channel named like the table with its key (fronts, sources/pgsql.py)."""
+    return f"{table}_notify"
+
+
 def read_table_file(path: str) -> Dict[str, str]:
     """The ``name = value`` parameters of a pgsql_table(5) file."""
     try:
@@ -155,7 +161,28 @@ class Writer(MapWriter):
         return self._conn
 
     def _run(self, statements: List[Any]) -> List[Any]:
-        """Run (sql, args) pairs in one transaction; a failure drops the connection."""
+        """Run (sql, args) pairs in one transaction; a failure drops the connection.
+
+        A connection the server closed while it was idle (a database restart)
+        is only found out by using it: then the transaction is run once more
+        on a new one (every statement here may run twice: upserts, deletes).
+        """
+        import psycopg
+
+        reused = self._conn is not None and not self._conn.closed
+        try:
+            return self._transaction(statements)
+        except psycopg.OperationalError as exc:
+            self.close()
+            if not reused:
+                raise MapError(f"writing {self.spec} failed: {exc}") from None
+        try:
+            return self._transaction(statements)
+        except psycopg.Error as exc:
+            self.close()
+            raise MapError(f"writing {self.spec} failed: {exc}") from None
+
+    def _transaction(self, statements: List[Any]) -> List[Any]:
         import psycopg
 
         conn = self._connection()
@@ -165,6 +192,8 @@ class Writer(MapWriter):
                 for sql, args in statements:
                     cur.execute(sql, args)
                     results.append(cur.fetchall() if cur.description else None)
+        except psycopg.OperationalError:
+            raise
         except psycopg.Error as exc:
             self.close()
             raise MapError(f"writing {self.spec} failed: {exc}") from None

@@ -8,6 +8,9 @@ time, so a grant ends at its expiry to the millisecond even if the core loop
 is busy.  The core loop publishes an immutable :class:`Snapshot` of key →
 expiry; the server thread (maps/_socketserver.py) only reads it.  When the
 daemon stops, the socket goes away and Postfix's lookup fails (fail closed).
+A front fed from a database (grants/mirror.py) also says until when its
+snapshot may be trusted (:meth:`Writer.confirm`); past that every lookup
+gets TEMP, so smtpd answers 4xx instead of relaying on a withdrawn grant.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import grp
 import ipaddress
 import logging
+import math
 import os
 import re
 import socket
@@ -84,10 +88,13 @@ class Snapshot(NamedTuple):
     """Key → expiry (epoch seconds), never changed after publication.
 
     ``recent`` overrides ``base``; an expiry of 0 there means removed.
+    ``stale_at`` (monotonic seconds): from then on no key is answered, only
+    TEMP; infinite for the daemon's own grant table, which is never stale.
     """
 
     base: Mapping[str, float]
     recent: Mapping[str, float]
+    stale_at: float = math.inf
 
     def expiry(self, key: str) -> float:
         found = self.recent.get(key)
@@ -169,8 +176,10 @@ class Writer(MapWriter):
         super().__init__(spec, value, options)
         self.endpoint = parse_endpoint(spec.path)
         self.clock: Callable[[], float] = time.time  # tests put a fake clock here
+        self.monotonic: Callable[[], float] = time.monotonic  # and here (staleness)
         self.snapshot = Snapshot({}, {})
         self._reply_ok = b"OK " + value.encode("utf-8")
+        self._reply_stale = b"TEMP popbsmtp: its grant source is not current (see its log)"
         self._server: Optional[SocketmapServer] = None
         self._inode = 0
 
@@ -184,7 +193,10 @@ class Writer(MapWriter):
         if name != self.endpoint.name:
             return b"PERM unknown map name"
         # Read the snapshot once: the core loop may publish a new one meanwhile.
-        if self.clock() < self.snapshot.expiry(key.lower()):
+        snapshot = self.snapshot
+        if self.monotonic() >= snapshot.stale_at:
+            return self._reply_stale
+        if self.clock() < snapshot.expiry(key.lower()):
             return self._reply_ok
         return b"NOTFOUND "
 
@@ -259,9 +271,10 @@ class Writer(MapWriter):
             self._publish(dict.fromkeys((k.lower() for k in remove), 0.0))
 
     def replace(self, keys: Collection[str]) -> None:
-        current = self.snapshot.merged()
+        old = self.snapshot
         wanted = {k.lower() for k in keys}
-        self.snapshot = Snapshot({k: v for k, v in current.items() if k in wanted}, {})
+        kept = {k: v for k, v in old.merged().items() if k in wanted}
+        self.snapshot = Snapshot(kept, {}, old.stale_at)
 
     def keys(self) -> Set[str]:
         return set(self.snapshot.merged())
@@ -270,9 +283,20 @@ class Writer(MapWriter):
         old = self.snapshot
         recent = {**old.recent, **{k.lower(): v for k, v in changes.items()}}
         if len(recent) > _MERGE_MIN + len(old.base) // 4:
-            self.snapshot = Snapshot(Snapshot(old.base, recent).merged(), {})
+            self.snapshot = Snapshot(Snapshot(old.base, recent).merged(), {}, old.stale_at)
         else:
-            self.snapshot = Snapshot(old.base, recent)  # one reference swap: atomic
+            self.snapshot = Snapshot(old.base, recent, old.stale_at)  # one swap: atomic
+
+    def confirm(self, until: float) -> None:
+        """Trust what is held until ``until`` (monotonic seconds), then answer TEMP.
+
+        Only a front fed from a database calls this, after each answer it got
+        from it (before :meth:`open` too: ``-inf`` until the first sync).
+        Changes are published before the confirmation that covers them, so a
+        lookup never sees a fresh deadline on old data.
+        """
+        old = self.snapshot
+        self.snapshot = Snapshot(old.base, old.recent, until)
 
     def healthy(self) -> bool:
         """False when our socket file vanished or was replaced: the keeper reopens."""

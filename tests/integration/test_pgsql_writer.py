@@ -59,6 +59,12 @@ def test_expiries_own_rows_and_an_outage(pf_tmp):
         a.replace(["192.0.2.3"])
         assert _expiries(pg, "a") == pytest.approx({"192.0.2.3": now + 60})
         assert _expiries(pg, "b") == pytest.approx({"192.0.2.1": now + 600})
+        # b's idle connection was cut by the restart: its next write is run
+        # again on a new connection instead of failing (a clean stop's
+        # withdrawal after a database restart relies on it).
+        b.retime({"192.0.2.4": now + 60})
+        b.apply(["192.0.2.4"], [])
+        assert set(_expiries(pg, "b")) == {"192.0.2.1", "192.0.2.4"}
     finally:
         for writer in (a, b):
             if writer is not None:
