@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from popbsmtp import postfix
-from popbsmtp.doctor import ERROR, OK, WARNING, Finding
 from popbsmtp.doctor.dnsprobe import answers_everything
+from popbsmtp.doctor.findings import ERROR, OK, WARNING, Finding
 from popbsmtp.postfix import PostfixError
 
 RESTRICTIONS = (

@@ -17,13 +17,13 @@ from popbsmtp.errors import MapError
 from popbsmtp.maps.pgsql import conninfo, dsn, read_table_file, table_name, trigger_name
 
 if TYPE_CHECKING:
-    from popbsmtp.doctor import Finding
+    from popbsmtp.doctor.findings import Finding
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 
 
 def check(settings: Settings, postfix_dir: str, types: Tuple[str, ...]) -> List[Finding]:
-    from popbsmtp.doctor import Finding
+    from popbsmtp.doctor.findings import Finding
 
     path = settings.grants_from.partition(":")[2]
     found = [Finding(level, "pgsql", why, fix) for level, why, fix in pgsql.check(path)]

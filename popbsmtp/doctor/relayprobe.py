@@ -24,7 +24,7 @@ import netaddr
 from popbsmtp import postfix
 from popbsmtp.cli import admin
 from popbsmtp.config import Settings
-from popbsmtp.doctor import ERROR, OK, WARNING, Finding
+from popbsmtp.doctor.findings import ERROR, OK, WARNING, Finding
 from popbsmtp.doctor.probes import tail_lines
 from popbsmtp.errors import PopbsmtpError
 from popbsmtp.parse.addresses import parse_networks

@@ -25,7 +25,7 @@ from popbsmtp.maps.socketmap import DEFAULT_GROUP, Endpoint, parse_endpoint
 from popbsmtp.postfix import PostfixError
 
 if TYPE_CHECKING:
-    from popbsmtp.doctor import Finding
+    from popbsmtp.doctor.findings import Finding
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 PROBE_TIMEOUT = 5.0
@@ -45,7 +45,7 @@ def check(
 
 
 def _finding(level: str, subject: str, detail: str, fix: str = "") -> Finding:
-    from popbsmtp.doctor import Finding
+    from popbsmtp.doctor.findings import Finding
 
     return Finding(level, subject, detail, fix)
 
