@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import socket
-from typing import Any, Collection, Dict, List, Mapping, Set
+from typing import Any, Collection, Dict, List, Mapping, Set, Tuple
 
 from popbsmtp.errors import ConfigError, MapError
 from popbsmtp.maps import MapWriter
@@ -70,33 +70,46 @@ def read_table_file(path: str) -> Dict[str, str]:
 
 
 def conninfo(params: Mapping[str, str], path: str) -> Dict[str, str]:
-    """libpq connection parameters from pgsql_table(5) ``hosts``/``user``/..."""
+    """libpq connection parameters from pgsql_table(5) ``hosts``/``user``/...
+
+    Every entry of ``hosts`` is kept, in order, as libpq's ``host`` and
+    ``port`` lists: libpq tries them in turn, so the daemon, like Postfix,
+    goes on writing when the first database server is down.
+    """
     hosts = params.get("hosts", "").split()
     if not hosts or not params.get("dbname"):
         raise MapError(f"{path}: needs 'hosts' and 'dbname'")
-    first = hosts[0]
-    info: Dict[str, str] = {"dbname": params["dbname"]}
-    if first.startswith(("postgresql://", "postgres://")):
-        info = {URI: first}  # libpq reads the rest from the URI
-    elif first.startswith("unix:"):
-        info["host"] = os.path.dirname(first[5:]) or first[5:]
+    if any(h.startswith(("postgresql://", "postgres://")) for h in hosts):
+        if len(hosts) > 1:
+            raise MapError(
+                f"{path}: a postgresql:// URI in 'hosts' must be its only entry"
+                " (a URI lists several servers itself: postgresql://a,b/db)"
+            )
+        info = {URI: hosts[0]}  # libpq reads the rest from the URI
     else:
-        if first.startswith("inet:"):
-            first = first[5:]
-        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", first)
-        if bracketed:
-            host, port = bracketed.group(1), bracketed.group(2) or ""
-        elif first.count(":") == 1:
-            host, _, port = first.partition(":")
-        else:
-            host, port = first, ""
-        info["host"] = host
-        if port:
-            info["port"] = port
+        pairs = [_host_port(entry) for entry in hosts]
+        info = {"dbname": params["dbname"], "host": ",".join(h for h, _ in pairs)}
+        if any(port for _, port in pairs):
+            info["port"] = ",".join(port for _, port in pairs)  # empty: the default port
     for name in ("user", "password"):
         if params.get(name):
             info[name] = params[name]
     return info
+
+
+def _host_port(entry: str) -> Tuple[str, str]:
+    """(host or socket directory, port or "") of one ``hosts`` entry."""
+    if entry.startswith("unix:"):
+        return os.path.dirname(entry[5:]) or entry[5:], ""
+    if entry.startswith("inet:"):
+        entry = entry[5:]
+    bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", entry)
+    if bracketed:
+        return bracketed.group(1), bracketed.group(2) or ""
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
 
 
 def dsn(info: Mapping[str, str]) -> str:

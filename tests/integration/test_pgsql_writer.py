@@ -6,7 +6,8 @@ import time
 
 import pytest
 from pg_server import started
-from support import popbsmtp
+from postfix_instance import free_port, postmap_query
+from support import popbsmtp, postfix_dir
 
 from popbsmtp.errors import MapError
 from popbsmtp.maps import MapSpec
@@ -49,6 +50,23 @@ def test_expiries_own_rows_and_an_outage(pf_tmp):
         assert set(_expiries(pg, "a")) == {"192.0.2.2"}
         assert _expiries(pg, "b") == pytest.approx({"192.0.2.1": now + 600})
         assert a.keys() == {"192.0.2.2"} and b.keys() == {"192.0.2.1"}
+        # Several servers in 'hosts', the first one down: the writer, like
+        # Postfix, goes on to the next.
+        c_path = pf_tmp / "c.cf"
+        popbsmtp("pgsql-init", "--dsn", pg.dsn, "--host-name", "c", str(c_path))
+        real = f"hosts = inet:127.0.0.1:{pg.port}"
+        assert real in c_path.read_text()
+        both = f"hosts = inet:127.0.0.1:{free_port()} inet:127.0.0.1:{pg.port}"
+        c_path.write_text(c_path.read_text().replace(real, both))
+        c = Writer(MapSpec("pgsql", str(c_path)), "OK")
+        c.open()
+        try:
+            c.retime({"192.0.2.9": now + 60})
+            c.apply(["192.0.2.9"], [])
+        finally:
+            c.close()
+        assert set(_expiries(pg, "c")) == {"192.0.2.9"}
+        assert postmap_query("192.0.2.9", f"pgsql:{c_path}", str(postfix_dir())) == "OK"
         # The database goes away: a write fails with MapError (the keeper retries).
         pg.stop()
         a.retime({"192.0.2.3": now + 60})

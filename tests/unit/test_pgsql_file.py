@@ -56,7 +56,17 @@ def test_hosts_forms(tmp_path):
     for hosts, expected in [
         ("inet:[::1]:5433", {"host": "::1", "port": "5433"}),
         ("db.example", {"host": "db.example"}),
-        ("db.example:6000 other:5432", {"host": "db.example", "port": "6000"}),
+        ("db.example:6000 other:5432", {"host": "db.example,other", "port": "6000,5432"}),
+        ("unix:/run/postgresql/.s.PGSQL.5432 db2", {"host": "/run/postgresql,db2"}),
+        ("inet:[::1]:5433 db2", {"host": "::1,db2", "port": "5433,"}),
     ]:
         info = conninfo({"hosts": hosts, "dbname": "d", "user": "u"}, path)
         assert info == {"dbname": "d", "user": "u", **expected}, hosts
+
+
+def test_a_uri_must_be_the_only_hosts_entry(tmp_path):
+    path = str(tmp_path / "f.cf")
+    uri = "postgresql://a,b/mail"
+    assert conninfo({"hosts": uri, "dbname": "d"}, path) == {"uri": uri}
+    with pytest.raises(MapError, match="URI in 'hosts' must be its only entry"):
+        conninfo({"hosts": f"{uri} db2", "dbname": "d"}, path)
