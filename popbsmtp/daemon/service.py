@@ -54,6 +54,9 @@ PUBLISH_PENDING = 10_000
 # Bytes of log per read while catching up: each 1 MiB block in flight costs
 # its Login objects too, and glibc keeps what a big batch once took.
 READ_BUDGET = 1 << 20
+# Refused journal entries logged one by one before only every 1000th is: any
+# local user can send entries, and each must not cost a line of our log.
+LOGGED_REFUSALS = 10
 # What SIGHUP applies to a running daemon; other changed options wait for a restart.
 RELOADABLE = ("profiles", "log_format", "grace", "ignore_networks", "log_level", "journal_trust")
 
@@ -372,11 +375,18 @@ class Service:
                     self.handle(login, now)
                     continue
                 self.untrusted += 1
-                log.warning(
-                    "refused journal entry for %s (%s): %s [%s]",
-                    login.rule_id, login.raw_ip or login.session or "-", refused,
-                    entry.sender.describe(),
-                )  # fmt: skip
+                if self.untrusted <= LOGGED_REFUSALS or self.untrusted % 1000 == 0:
+                    log.warning(
+                        "refused journal entry for %s (%s): %s [%s]",
+                        login.rule_id, login.raw_ip or login.session or "-", refused,
+                        entry.sender.describe(),
+                    )  # fmt: skip
+                if self.untrusted == LOGGED_REFUSALS:
+                    log.warning(
+                        "%d journal entries refused: further refusals are counted"
+                        " in the statistics (untrusted) and only every 1000th is logged",
+                        LOGGED_REFUSALS,
+                    )
             if self.table.pending() >= PUBLISH_PENDING:
                 self.keeper.publish(self.table, now)
             got = got or bool(entries)

@@ -237,3 +237,31 @@ def test_journal_grants_every_genuine_login_and_no_forgery(
     refused = {r["ip"] for r in logins if r["ignored"] and "untrusted sender" in r["ignored"]}
     assert refused == set(forged1 + forged2)
     assert summary["untrusted"] == len(forged1 + forged2)
+
+
+def test_a_flood_of_forged_entries_is_counted_not_logged_line_by_line(
+    tmp_path: Path, journal: PrivateJournal
+) -> None:
+    """Any local user can send entries: refusing them must not write a log line each."""
+    forged = [f"6.6.7.{n}" for n in range(1, 41)]
+    argv = ["setpriv", f"--reuid={FORGER}", f"--regid={FORGER}", "--clear-groups",
+            "logger", "-t", "dovecot"]  # fmt: skip
+    lines = "".join(_login_line("2.3", ip) + "\n" for ip in forged)
+    subprocess.run(journal.inside(argv), input=lines, text=True, check=True, timeout=30)
+    said = [e for e in journal.entries() if "6.6.7." in str(e.get("MESSAGE"))]
+    assert len(said) == len(forged)
+    conf = write_config(tmp_path, source="journal", journal_directory=journal.journal_dir)
+    daemon = Daemon(conf).start()
+    wait_for(lambda: "further refusals are counted" in daemon.log(), 20.0, 0.05, "the notice")
+
+    def untrusted() -> int:
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "statistics: " in daemon.log(), 5.0, 0.02, "statistics")
+        last = daemon.log().rsplit("statistics: ", 1)[1].splitlines()[0]
+        return int(json.loads(last)["untrusted"])
+
+    wait_for(lambda: untrusted() == len(forged), 20.0, 0.1, "every forgery counted")
+    assert daemon.stop() == 0
+    assert len(_refused(daemon.log())) == 10, "only the first refusals are logged one by one"
+    assert not _granted(daemon.log())
