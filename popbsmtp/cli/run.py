@@ -10,10 +10,12 @@ import argparse
 import logging
 import os
 import signal
-from typing import Union
+from typing import Optional, Union
 
 from popbsmtp.cli.args import load_settings
+from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
+from popbsmtp.daemon.daemonize import Detached
 from popbsmtp.daemon.front import Front
 from popbsmtp.daemon.service import Service
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
@@ -32,6 +34,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.config:  # the daemon runs in /, and re-reads the file on SIGHUP
             args.config = os.path.abspath(args.config)
         detached = daemonize(args.pidfile)  # returns in the daemon only
+    try:
+        _run(settings, args, detached)
+    except PopbsmtpError as exc:
+        if detached is not None:
+            detached.failed(exc.exit_code)  # main() prints the message next
+        raise
+    return EXIT_OK
+
+
+def _run(settings: Settings, args: argparse.Namespace, detached: Optional[Detached]) -> None:
     logsetup.setup(settings.log_level, target=settings.log_target, daemon=detached is not None)
     service: Union[Service, Front]
     if settings.grants_from != "log":
@@ -48,7 +60,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             detached.ready()
 
     service.run(on_ready=on_ready)
-    return EXIT_OK
 
 
 def _install_signals(service: Union[Service, Front]) -> None:

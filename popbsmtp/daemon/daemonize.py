@@ -3,8 +3,10 @@
 :func:`daemonize` forks through python-daemon and returns in the daemon; the
 original process waits on a pipe until the daemon has taken the pidfile lock
 and finished starting (``Detached.ready``), relays any start-up error printed
-to the daemon's stderr, and exits 0 or 1.  So an init script that sees exit 0
-can rely on the pidfile.  The pidfile is held with an ``fcntl`` lock for the
+to the daemon's stderr, and exits 0, or with the exit code the daemon's
+start-up failure has in the foreground (78 for a setting or a permission, as
+init systems expect; else 1).  So an init script that sees exit 0 can rely
+on the pidfile.  The pidfile is held with an ``fcntl`` lock for the
 daemon's whole life: a lock that nobody holds means a stale file, which is
 replaced.  This module creates no threads and opens nothing but the pidfile
 and the pipe; it does not drop privileges (the init script runs as root, see
@@ -17,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import sys
 import threading
 from typing import IO, Optional
@@ -24,6 +27,8 @@ from typing import IO, Optional
 from popbsmtp.errors import EXIT_ERROR, EXIT_OK, PopbsmtpError
 
 READY = b"\0ready\n"
+# Before the error message, the exit code it means: "\0exit 78\n".
+FAILED = re.compile(rb"\0exit ([0-9]{1,3})\n")
 
 
 class AlreadyRunning(PopbsmtpError):
@@ -114,6 +119,13 @@ class Detached:
             self.pipe.close()
         self.pipe = None
 
+    def failed(self, code: int) -> None:
+        """Tell the waiting parent the exit code of the start-up failure whose
+        message follows on stderr (the parent cannot wait for this process)."""
+        if self.pipe is not None:
+            with contextlib.suppress(OSError):
+                self.pipe.write(b"\0exit %d\n" % code)
+
 
 def daemonize(pidfile: str) -> Detached:
     """Detach; returns only in the daemon.  The calling process exits 0 or 1."""
@@ -162,9 +174,14 @@ def _wait_for_daemon(read_fd: int) -> int:
         data = pipe.read()  # EOF when the daemon is ready or has died
     ready = data.endswith(READY)
     message = data[: -len(READY)] if ready else data
+    failed = FAILED.search(message)
+    code = EXIT_OK if ready else EXIT_ERROR
+    if failed is not None and not ready:
+        code = int(failed.group(1)) or EXIT_ERROR
+        message = message[: failed.start()] + message[failed.end() :]
     if message:
         sys.stderr.write(message.decode("utf-8", "replace"))
     if not ready and not message:
         sys.stderr.write("popbsmtp: error: the daemon exited while starting; see its log\n")
     sys.stderr.flush()
-    return EXIT_OK if ready else EXIT_ERROR
+    return code

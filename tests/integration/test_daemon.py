@@ -22,6 +22,7 @@ from support import Daemon, append, dovecot_login, popbsmtp, wait_for, write_con
 
 from popbsmtp.daemon import logsetup
 from popbsmtp.daemon.daemonize import read_pid
+from popbsmtp.errors import EXIT_CONFIG
 
 
 def alive(pid: int) -> bool:
@@ -115,9 +116,13 @@ def test_start_up_error_reaches_the_waiting_parent(setup, pf_tmp):
     bad_state.chmod(0o777)
     config = write_config(pf_tmp, state_dir=bad_state, log_target=pf_tmp / "daemon.log")
     result = run_daemonized(config, pidfile)
-    assert result.returncode == 1
-    assert "writable by others" in result.stderr
+    # The exit code a setting or permission problem has in the foreground (78,
+    # which RestartPreventExitStatus and init scripts act on), not a plain 1.
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "writable by others" in result.stderr and "\0" not in result.stderr
     assert not pidfile.exists()
+    foreground = popbsmtp("run", "--foreground", "--config", str(config), check=False)
+    assert foreground.returncode == EXIT_CONFIG and "writable by others" in foreground.stderr
 
 
 def test_reload_applies_new_config_and_keeps_grants(pf_tmp):
