@@ -132,12 +132,12 @@ def run_demo(directory: str, duration: float) -> int:
     thread = threading.Thread(target=feeder.run, daemon=True)
 
     def on_signal(_signum: int, _frame: object) -> None:
-        service.stop()
+        service.requests.stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if duration:
-        timer = threading.Timer(duration, service.stop)
+        timer = threading.Timer(duration, service.requests.stop)
         timer.daemon = True
         timer.start()
     try:

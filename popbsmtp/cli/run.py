@@ -63,19 +63,21 @@ def _run(settings: Settings, args: argparse.Namespace, detached: Optional[Detach
 
 
 def _install_signals(service: Union[Service, Front]) -> None:
+    requests = service.requests
+
     def on_stop(signum: int, _frame: object) -> None:
-        if service.stopping:
+        if requests.stopping:
             log.warning("second signal %d: exiting at once", signum)
             # State and map are written atomically, so nothing is left torn.
             os._exit(EXIT_ERROR)
         log.info("signal %d: stopping", signum)
-        service.stop()
+        requests.stop()
 
     def on_hup(_signum: int, _frame: object) -> None:
-        service.request_reload()  # the loop logs it: no logging inside a handler
+        requests.reload()  # the loop logs it: no logging inside a handler
 
     def on_usr1(_signum: int, _frame: object) -> None:
-        service.request_statistics()  # logged by the loop after its next batch
+        requests.statistics()  # logged by the loop after its next batch
 
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)

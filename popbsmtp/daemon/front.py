@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional
 
 from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
-from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
+from popbsmtp.daemon.signals import Requests, SignalWaker, signals_to_main_thread
 from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
 from popbsmtp.grants.mirror import Mirror
 from popbsmtp.grants.state import StateLock, ensure_dir
@@ -46,7 +46,7 @@ class Front:
         self.settings = settings
         self.loader = loader
         self.wake = threading.Event()
-        self._stopping = self._reload_wanted = self._statistics_wanted = False
+        self.requests = Requests(self.wake)  # what signal handlers ask of the loop
         options = MapOptions(
             settings.map_mode, settings.map_owner, settings.map_group, settings.postfix_config_dir
         )
@@ -58,11 +58,6 @@ class Front:
         except MapError as exc:
             raise SetupError(f"grants_from = {settings.grants_from}: {exc}") from None
         self.lock = StateLock(settings.state_dir)
-        self._waker: Optional[SignalWaker] = None
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         ensure_dir(self.settings.state_dir)
@@ -83,7 +78,7 @@ class Front:
             except MapError as exc:
                 raise SetupError(f"map = {self.settings.map}: {exc}") from None
             self.feed.start()
-            self._waker = SignalWaker(self.wake)
+            self.requests.waker = SignalWaker(self.wake)
         try:
             log.info(
                 "following %s as a socketmap front on %s; lookups get TEMP until it is read",
@@ -97,21 +92,20 @@ class Front:
         finally:
             self.writer.close()  # the socket goes: smtpd's lookups fail (4xx)
             self.feed.stop()
-            waker, self._waker = self._waker, None
+            waker, self.requests.waker = self.requests.waker, None
             if waker is not None:
                 waker.close()
 
     def _loop(self) -> None:
-        while not self._stopping:
+        requests = self.requests
+        while not requests.stopping:
             self.wake.wait(self.settings.poll_interval)
             self.wake.clear()
-            if self._reload_wanted:
-                self._reload_wanted = False
+            if requests.take_reload():
                 self._reload()
-            if self._statistics_wanted:
-                self._statistics_wanted = False
+            if requests.take_statistics():
                 log.info("statistics: %s", json.dumps(self.statistics(), sort_keys=True))
-            if not self._stopping and not self.writer.healthy():
+            if not requests.stopping and not self.writer.healthy():
                 log.warning("%s vanished or was replaced; making it again", self.settings.map)
                 self._reopen()
 
@@ -138,24 +132,6 @@ class Front:
         except (ValueError, PopbsmtpError) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
         notify.ready()
-
-    def stop(self) -> None:
-        """Ask the loop to finish; safe from a signal handler."""
-        self._stopping = True
-        self._poke()
-
-    def request_reload(self) -> None:
-        self._reload_wanted = True
-        self._poke()
-
-    def request_statistics(self) -> None:
-        self._statistics_wanted = True
-        self._poke()
-
-    def _poke(self) -> None:
-        waker = self._waker
-        if waker is not None:
-            waker.poke()
 
     def statistics(self) -> Dict[str, object]:
         server = self.writer._server

@@ -1,8 +1,8 @@
 """The daemon's core loop: wires source → matcher → grants → map.
 
 One thread (the caller's) owns all state.  The watchdog observer and the
-reaper only set ``wake``; signal handlers only call :meth:`Service.stop` or
-:meth:`Service.request_reload`.  Each wake runs one :meth:`step`: control
+reaper only set ``wake``; signal handlers only set a flag in ``requests``
+(:class:`popbsmtp.daemon.signals.Requests`).  Each wake runs one :meth:`step`: control
 requests, new log lines, expiries, then one map write for the whole batch,
 then (throttled) an atomic state snapshot.  Nothing in here forks: the
 caller daemonizes *before* constructing a Service.
@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Union
 from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.reaper import Reaper
-from popbsmtp.daemon.signals import SignalWaker, signals_to_main_thread
+from popbsmtp.daemon.signals import Requests, SignalWaker, signals_to_main_thread
 from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
 from popbsmtp.grants import GrantTable, control, when
 from popbsmtp.grants.control import MANUAL, apply_request
@@ -105,12 +105,10 @@ class Service:
     ) -> None:
         self.settings = settings
         self.loader = loader  # re-reads the config on SIGHUP
-        self._reload_wanted = False
-        self._statistics_wanted = False
         self.clock = clock
         self.dry_run = dry_run
         self.wake = threading.Event()
-        self._stopping = False
+        self.requests = Requests(self.wake)  # what signal handlers ask of the loop
         self.matcher = build_matcher(settings)
         self.trust = TrustCheck(self.matcher.profiles, settings.journal_trust)
         self.untrusted = 0  # journal entries refused: their sender is not the server
@@ -143,16 +141,10 @@ class Service:
             watched[os.path.dirname(path) or "."] = [os.path.basename(path)]
         self.watcher = Watcher(self.wake, watched)
         self.reaper = Reaper(self.wake, poll_interval=settings.poll_interval, clock=clock)
-        self._waker: Optional[SignalWaker] = None
         # What start() opened, closed in reverse order by shutdown() (or by a failed start).
         self._opened = contextlib.ExitStack()
         self._last_now = float("inf")  # the first step checks grants loaded from state
         self.started = 0.0
-
-    @property
-    def stopping(self) -> bool:
-        """A stop was asked for (a second signal then exits at once)."""
-        return self._stopping
 
     # -- lifecycle -------------------------------------------------------
 
@@ -245,52 +237,29 @@ class Service:
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Start, then loop until :meth:`stop`; always saves state on the way out."""
         self.start()
+        requests = self.requests
         with signals_to_main_thread():
             waker = SignalWaker(self.wake)
-        self._waker = waker
+        requests.waker = waker
         try:
             if on_ready:
                 on_ready()
-            while not self._stopping:
+            while not requests.stopping:
                 self.wake.wait()
                 self.wake.clear()
-                if self._stopping:
+                if requests.stopping:
                     break
-                if self._reload_wanted:
-                    self._reload_wanted = False
+                if requests.take_reload():
                     self._reload_from_loader()
                 self.step()
-                if self._statistics_wanted:
-                    self._statistics_wanted = False
+                if requests.take_statistics():
                     log.info("statistics: %s", json.dumps(self.statistics(), sort_keys=True))
             notify.stopping()
             self.step()  # finish the batch that was under way
         finally:
-            self._waker = None
+            requests.waker = None
             waker.close()
             self.shutdown()
-
-    def stop(self) -> None:
-        """Ask the loop to finish; safe from a signal handler."""
-        self._stopping = True
-        self._poke()
-
-    def request_reload(self) -> None:
-        """Ask the loop to re-read the config; safe from a signal handler."""
-        self._reload_wanted = True
-        self._poke()
-
-    def request_statistics(self) -> None:
-        """Ask the loop to log its statistics (SIGUSR1); safe from a signal handler."""
-        self._statistics_wanted = True
-        self._poke()
-
-    def _poke(self) -> None:
-        waker = self._waker
-        if waker is not None:
-            waker.poke()
-        else:
-            self.wake.set()  # not running: the main thread holds no lock of ``wake``
 
     def _reload_from_loader(self) -> None:
         log.info("SIGHUP: reloading the configuration")

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 class SignalWaker:
@@ -43,6 +43,51 @@ class SignalWaker:
     def close(self) -> None:
         os.close(self._write)  # the relay thread reads EOF and ends
         self._thread.join(timeout=5)
+
+
+class Requests:
+    """What signal handlers ask of a core loop: stop, reload, log statistics.
+
+    The handlers (``popbsmtp run`` installs them) call :meth:`stop`,
+    :meth:`reload` or :meth:`statistics`, which only set a flag and wake the
+    loop: through the :class:`SignalWaker` while the loop runs, directly
+    before (the main thread then holds no lock of ``wake``).  The loop takes
+    each request once (:meth:`take_reload`, :meth:`take_statistics`).  The
+    daemon and the socketmap front share it, so they answer signals alike.
+    """
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+        self.waker: Optional[SignalWaker] = None  # set by the loop while it runs
+        self.stopping = False
+        self._reload = self._statistics = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._poke()
+
+    def reload(self) -> None:
+        self._reload = True
+        self._poke()
+
+    def statistics(self) -> None:
+        self._statistics = True
+        self._poke()
+
+    def take_reload(self) -> bool:
+        wanted, self._reload = self._reload, False
+        return wanted
+
+    def take_statistics(self) -> bool:
+        wanted, self._statistics = self._statistics, False
+        return wanted
+
+    def _poke(self) -> None:
+        waker = self.waker
+        if waker is not None:
+            waker.poke()
+        else:
+            self.wake.set()
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ class Running:
         return self.service
 
     def __exit__(self, *exc: object) -> None:
-        self.service.stop()
+        self.service.requests.stop()
         self.thread.join(30)
         assert not self.thread.is_alive(), "service did not stop"
         if self.error is not None:
