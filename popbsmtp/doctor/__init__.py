@@ -135,6 +135,8 @@ class Doctor:
     def check_daemon(self) -> Finding:
         state = os.path.join(self.settings.state_dir, "state.json")
         written = f"map written {age(self.tables.files())}, state saved {age([state])}"
+        if self.settings.grants_from != "log":  # a front saves nothing and writes no file
+            written = f"answering from {self.settings.grants_from}, nothing saved here"
         if not daemon_running(self.settings.state_dir):
             fix = "systemctl start popbsmtp (or popbsmtp run --daemonize)"
             held = self.tables.held()

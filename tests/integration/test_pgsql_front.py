@@ -133,6 +133,8 @@ def test_doctor_checks_the_front_and_pgsql_init_is_idempotent(pg, pf_tmp, sockdi
         assert "OK       socketmap daemon: answers on" in out, out
         assert "192.0.2.9 -> OK" in out, out
         assert "OK       postmap -q: finds granted client 192.0.2.9" in out, out
+        [daemon] = [line for line in out.splitlines() if " daemon: popbsmtp is" in line]
+        assert f"answering from pgsql:{table}" in daemon and "state saved" not in daemon, daemon
 
         # The front holds no grants of its own: add/remove belong on a POP/IMAP host.
         refused = popbsmtp("add", "192.0.2.11", "-c", str(front_config), check=False)
