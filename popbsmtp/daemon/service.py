@@ -165,7 +165,7 @@ class Service:
         _release_memory()
         self._save(force=True)
         self.started = self.clock()
-        if self.settings.ipv6_scope == "neighbours" and partial_lookups(self.settings.map.type):
+        if self.settings.ipv6_scope == "neighbours" and partial_lookups(self.settings.map):
             log.warning(
                 "ipv6_scope = neighbours: an IPv6 grant of P::S also lets every address"
                 " written P::S:... relay in %s (docs/maps.md)",
