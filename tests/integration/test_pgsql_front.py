@@ -178,7 +178,7 @@ def test_guarded_query_keeps_compressed_ipv6_keys_for_fronts(pg, pf_tmp, sockdir
         assert answer(V6_NEIGHBOUR, socketmap) == "NOTFOUND"
         # smtpd with check_client_access pgsql:FILE: the eight-group key relays,
         # the compressed one (and its neighbour, by partial key) do not.
-        assert postfix.rcpt_as(FULL) == 250
+        wait_for(lambda: postfix.rcpt_as(FULL) == 250, 5, 0.05, "the eight-group key relays")
         assert postfix.rcpt_as(V6) == 554
         assert postfix.rcpt_as(V6_NEIGHBOUR) == 554
         assert postfix.rcpt_as("2001:db8:1:2:3:4:5:7") == 554
@@ -208,3 +208,13 @@ def test_guarded_query_keeps_compressed_ipv6_keys_for_fronts(pg, pf_tmp, sockdir
         assert f"--host-name pop1 --force {table}" in added.stderr, added.stderr
         doctor = popbsmtp("doctor", "-c", str(pop_config), check=False).stdout
         assert f"WARNING  ipv6: the query in {table} is not guarded" in doctor, doctor
+
+        # Restarted on the old file, the POP host refuses a compressed login and says why.
+        assert pop.stop() == 0
+        with Daemon(pop_config) as old_pop:
+            assert f"compressed IPv6 logins are refused: the query in {table}" in old_pop.log()
+            append(pop_config.parent / "mail.log", dovecot_login("2001:db8::9"))
+            old_pop.wait_log("not granting 2001:db8::9")
+            assert "re-run popbsmtp pgsql-init --force to get the guarded query" in old_pop.log()
+            assert old_pop.stop() == 0
+        assert pg.sql("SELECT key FROM popbsmtp_grants WHERE key = '2001:db8::9'") == []
