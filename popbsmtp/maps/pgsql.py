@@ -40,12 +40,10 @@ _PARAM = re.compile(r"([a-z_][a-z0-9_]*)\s*=\s*(.*)")
 HOST_PARAM = "popbsmtp_host"
 # ``popbsmtp_ipv6 = exact``: the query carries IPV6_GUARD (pgsql-init writes both).
 IPV6_PARAM = "popbsmtp_ipv6"
-# Where the query must not answer: a key with ':' unless it has eight groups and no
-# '::' (the rule of policy.exact_ipv6_key).  smtpd's partial keys of an IPv6 client
-# (the address cut back at each ':') never have eight groups, and a compressed key
-# is the start of other addresses' text: such rows are for socketmap fronts only,
-# which are asked for the full address.  On the row's column, not on %s: the row
-# matched key = '%s', and Postfix's quoting of %s then plays no part here.
+# No answer for a key with ':' unless it has eight groups and no '::' (as
+# policy.exact_ipv6_key): smtpd's partial keys never have eight, and a compressed
+# key is the start of other addresses; such rows are for socketmap fronts only.
+# On the row's column, not %s (equal there): Postfix's quoting plays no part.
 IPV6_GUARD = (
     "(strpos(key, ':') = 0 OR (strpos(key, '::') = 0"
     " AND length(key) - length(replace(key, ':', '')) = 7))"
@@ -89,26 +87,6 @@ def ipv6_guarded(params: Mapping[str, str]) -> bool:
     """
     query = " ".join(params.get("query", "").split())
     return params.get(IPV6_PARAM) == "exact" and IPV6_GUARD in query
-
-
-def reinit_command(path: str) -> str:
-    """The ``pgsql-init --force`` that rewrites FILE with the guarded query and
-    keeps its table, answer and host name (a lost ``popbsmtp_host`` would hand
-    this host's rows to another name)."""
-    words = ["popbsmtp pgsql-init --dsn DSN"]
-    try:
-        params = read_table_file(path)
-        table = table_name(params, path)
-    except MapError:
-        params, table = {}, DEFAULT_TABLE
-    if table != DEFAULT_TABLE:
-        words.append(f"--table {table}")
-    value = re.match(r"\s*select\s+'([^'\s]+)'", params.get("query", ""), re.I)
-    if value and value.group(1) != "OK":
-        words.append(f"--value {value.group(1)}")
-    if params.get(HOST_PARAM):
-        words.append(f"--host-name {params[HOST_PARAM]}")
-    return " ".join([*words, "--force", path])
 
 
 def conninfo(params: Mapping[str, str], path: str) -> Dict[str, str]:
@@ -173,6 +151,12 @@ class Writer(MapWriter):
 
     @classmethod
     def exact_ipv6_fix(cls, spec: MapSpec) -> str:
+        from popbsmtp.cli.pgsqlinit import reinit_command
+
+        try:
+            read_table_file(spec.path)
+        except MapError as exc:
+            return f"whether its query is guarded is unknown: {exc}"
         return (
             f"the query in {spec.path} is not guarded: re-run popbsmtp pgsql-init --force"
             f" to get the guarded query ({reinit_command(spec.path)})"
