@@ -31,6 +31,7 @@ from popbsmtp.errors import EXIT_ERROR, EXIT_OK, MapError, PopbsmtpError
 from popbsmtp.grants import GrantTable, control, when
 from popbsmtp.grants.control import apply_request
 from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
+from popbsmtp.maps import exact_ipv6_fix
 from popbsmtp.maps.keeper import withdraw_table
 from popbsmtp.parse.addresses import InvalidAddress, postfix_key
 from popbsmtp.policy import ipv6_exact_only, ipv6_refusal
@@ -175,7 +176,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     request = {"op": "add", "ip": ip, "grace": args.for_ and duration(args.for_)}
     settings = load_settings(args)
     _not_a_front(settings, "add")
-    refused = ipv6_refusal(ip, ipv6_exact_only(settings))
+    refused = ipv6_refusal(ip, ipv6_exact_only(settings), exact_ipv6_fix(settings.map))
     if refused:
         raise PopbsmtpError(f"not added: {refused}")
     who = perform(settings, request)

@@ -6,6 +6,11 @@ leaves the rows alone.  The key is ``text``, not ``inet``: smtpd also looks up `
 ``inet`` cannot parse (every client would then get a 451).  The query
 compares the expiry with ``now()`` so rows of a dead daemon stop granting by
 themselves, and ``LIMIT 1`` makes two hosts' rows for one address one answer.
+The query never answers an IPv6 key unless it has all eight groups
+(``IPV6_GUARD``, marked ``popbsmtp_ipv6 = exact``): smtpd also asks SQL
+tables by partial keys, and a compressed key such as ``2001:db8::1`` is the
+start of other addresses.  Such rows are then only for socketmap fronts,
+which are asked for the full address, so the POP/IMAP hosts may write them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ import re
 from typing import Dict, Optional
 
 from popbsmtp.errors import PopbsmtpError
-from popbsmtp.maps.pgsql import DEFAULT_TABLE, HOST_PARAM, trigger_name
+from popbsmtp.maps.pgsql import (
+    DEFAULT_TABLE,
+    HOST_PARAM,
+    IPV6_GUARD,
+    IPV6_PARAM,
+    read_table_file,
+    table_name,
+    trigger_name,
+)
 
 _VALUE = re.compile(r"[^\s\0#]{1,200}")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -62,7 +75,30 @@ def notify_trigger(table: str) -> str:
 
 def query(table: str, value: str = "OK") -> str:
     # For Postfix, which expands %s itself; table and value are checked words.
-    return f"SELECT '{value}' FROM {table} WHERE key = '%s' AND expires_at > now() LIMIT 1"  # noqa: S608
+    return (
+        f"SELECT '{value}' FROM {table} WHERE key = '%s' AND expires_at > now()"  # noqa: S608
+        f" AND {IPV6_GUARD} LIMIT 1"
+    )
+
+
+def reinit_command(path: str) -> str:
+    """The ``pgsql-init --force`` that rewrites FILE with the guarded query and
+    keeps its table, answer and host name (a lost ``popbsmtp_host`` would hand
+    this host's rows to another name)."""
+    words = ["popbsmtp pgsql-init --dsn DSN"]
+    try:
+        params = read_table_file(path)
+        table = table_name(params, path)
+    except PopbsmtpError:
+        params, table = {}, DEFAULT_TABLE
+    if table != DEFAULT_TABLE:
+        words.append(f"--table {table}")
+    value = re.match(r"\s*select\s+'([^'\s]+)'", params.get("query", ""), re.I)
+    if value and value.group(1) != "OK":
+        words.append(f"--value {value.group(1)}")
+    if params.get(HOST_PARAM):
+        words.append(f"--host-name {params[HOST_PARAM]}")
+    return " ".join([*words, "--force", path])
 
 
 def table_file(dsn: Dict[str, str], table: str, value: str, host: Optional[str]) -> str:
@@ -81,6 +117,8 @@ def table_file(dsn: Dict[str, str], table: str, value: str, host: Optional[str])
         if dsn.get(name):
             lines.append(f"{name} = {dsn[name]}")
     lines.append(f"query = {query(table, value)}")
+    lines.append("# The query never answers a compressed IPv6 key (Postfix ignores this line).")
+    lines.append(f"{IPV6_PARAM} = exact")
     if host:
         lines.append("# Which host's rows this popbsmtp writes (Postfix ignores it).")
         lines.append(f"{HOST_PARAM} = {host}")

@@ -176,10 +176,12 @@ SCHEMA: Tuple[Option, ...] = (
         kinds.choice("exact", "neighbours"),
         "exact",
         "exact: an IPv6 client is entered only where its grant covers that one address:"
-        " always in a socketmap: table; in a table Postfix also searches by partial keys"
-        " (lmdb, hash, btree, cdb, pgsql) only when its address has all eight groups"
-        " written out, other IPv6 logins are refused and logged.  neighbours: enter them"
-        " anyway; a grant of P::S then also lets every address written P::S:... relay.",
+        " always in a socketmap: table and in a pgsql: table whose query is guarded"
+        " (pgsql-init writes it so); in a table Postfix also searches by partial keys"
+        " (lmdb, hash, btree, cdb, an unguarded pgsql) only when its address has all"
+        " eight groups written out, other IPv6 logins are refused and logged.  neighbours:"
+        " enter them anyway; a grant of P::S then also lets every address written P::S:..."
+        " relay.",
     ),
     Option(
         "grace",

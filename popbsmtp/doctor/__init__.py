@@ -109,7 +109,11 @@ class Doctor:
     def check_ipv6(self) -> Finding:
         """How much one IPv6 grant covers in this table type (ipv6_scope)."""
         kind = self.spec.type
-        if not partial_lookups(kind):
+        if kind == "pgsql":
+            from popbsmtp.doctor import pgsql
+
+            return Finding(*pgsql.check_ipv6(self.spec, self.settings.ipv6_scope))
+        if not partial_lookups(self.spec):
             return Finding(OK, "ipv6", f"{kind}: is asked for full addresses only: exact")
         if self.settings.ipv6_scope == "neighbours":
             why = (

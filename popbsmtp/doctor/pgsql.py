@@ -4,14 +4,17 @@ It connects with the parameters Postfix reads from FILE (so a wrong password
 there shows up here too), checks that the table has the columns the daemon
 writes (``key`` as text: smtpd also asks for ``unknown``), and that the query
 compares the expiry with ``now()`` (otherwise a dead daemon's rows would grant
-for ever).  The ``postmap -q`` probe is the generic one.
+for ever).  The ``postmap -q`` probe is the generic one.  Its ``ipv6`` line
+says whether the query is guarded against compressed IPv6 keys.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
+from popbsmtp.cli.pgsqlinit import reinit_command
 from popbsmtp.errors import MapError
+from popbsmtp.maps import MapSpec, partial_lookups
 from popbsmtp.maps.pgsql import read_table_file, table_name
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
@@ -58,3 +61,24 @@ def check(path: str) -> List[Tuple[str, str, str]]:
     else:
         found.append((OK, "the query takes only unexpired rows (expires_at > now())", ""))
     return found
+
+
+def check_ipv6(spec: MapSpec, scope: str) -> Tuple[str, str, str, str]:
+    """(level, subject, detail, fix): is the query guarded against compressed IPv6 keys?"""
+    if not partial_lookups(spec):
+        why = (
+            f"the query in {spec.path} answers IPv4 keys and IPv6 keys of all eight groups"
+            " only (popbsmtp_ipv6 = exact): IPv6 logins are written for socketmap fronts,"
+            " never found by smtpd's partial-key lookups"
+        )
+        return (OK, "ipv6", why, "")
+    what = (
+        "with ipv6_scope = neighbours its neighbours relay too"
+        if scope == "neighbours"
+        else "IPv6 logins not written out in full are refused"
+    )
+    why = (
+        f"the query in {spec.path} is not guarded: smtpd's partial-key lookups would find"
+        f" a compressed IPv6 key such as 2001:db8::1 for 2001:db8::1:5 too, so {what}"
+    )
+    return (WARNING, "ipv6", why, f"re-run {reinit_command(spec.path)} to get the guarded query")

@@ -17,6 +17,8 @@ from typing import Collection, Dict, Mapping, Optional, Set, Tuple, Type
 
 from popbsmtp.errors import ConfigError
 
+EXACT_IPV6_FIX = "exact IPv6 grants need map = socketmap:..., or set ipv6_scope = neighbours"
+
 
 @dataclass(frozen=True)
 class MapSpec:
@@ -73,6 +75,17 @@ class MapWriter(ABC):
     #: (every "fixed" table: lmdb, hash, btree, cdb, SQL); False for tables
     #: asked at lookup time with the full address only (socketmap).
     partial_lookups = True
+
+    @classmethod
+    def partial_answers(cls, spec: MapSpec) -> bool:
+        """Whether a partial-key lookup of smtpd can find a compressed IPv6 key in
+        this very table (a pgsql: table's query may exclude them)."""
+        return cls.partial_lookups
+
+    @classmethod
+    def exact_ipv6_fix(cls, spec: MapSpec) -> str:
+        """What gets compressed IPv6 keys granted exactly, for the refusal message."""
+        return EXACT_IPV6_FIX
 
     #: Whether the table is a file in a directory the daemon writes (False for
     #: a database, whose file the daemon only reads, and for a served socket).
@@ -153,14 +166,22 @@ def _discover() -> Dict[str, Type[MapWriter]]:
     return found
 
 
-def partial_lookups(kind: str) -> bool:
-    """Whether smtpd looks clients up in a ``kind:`` table by partial keys too.
+def partial_lookups(spec: MapSpec) -> bool:
+    """Whether smtpd's partial-key lookups can find a compressed IPv6 key in ``spec``.
 
     Then an IPv6 key such as ``2001:db8::1`` also answers for every client
-    whose address is written ``2001:db8::1:…``.  Unknown types count as yes.
+    whose address is written ``2001:db8::1:…``.  The table decides, not only
+    its type: a ``pgsql:`` file whose query is guarded never answers such a
+    key.  Unknown types count as yes.
     """
-    found = _discover().get(kind)
-    return True if found is None else found.partial_lookups
+    found = _discover().get(spec.type)
+    return True if found is None else found.partial_answers(spec)
+
+
+def exact_ipv6_fix(spec: MapSpec) -> str:
+    """How the admin gets compressed IPv6 logins granted exactly in ``spec``'s place."""
+    found = _discover().get(spec.type) or MapWriter
+    return found.exact_ipv6_fix(spec)
 
 
 def writes_files(kind: str) -> bool:

@@ -26,7 +26,7 @@ import socket
 from typing import Any, Collection, Dict, List, Mapping, Set, Tuple
 
 from popbsmtp.errors import ConfigError, MapError
-from popbsmtp.maps import MapWriter
+from popbsmtp.maps import MapSpec, MapWriter
 
 TYPES = ("pgsql",)
 log = logging.getLogger(__name__)
@@ -35,9 +35,19 @@ DEFAULT_TABLE = "popbsmtp_grants"
 CONNECT_TIMEOUT = 5  # seconds; the keeper retries with back-off
 STATEMENT_TIMEOUT_MS = 10_000
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_PARAM = re.compile(r"([a-z_]+)\s*=\s*(.*)")
+_PARAM = re.compile(r"([a-z_][a-z0-9_]*)\s*=\s*(.*)")
 # Extra parameters Postfix ignores: which host writes (default: the host name).
 HOST_PARAM = "popbsmtp_host"
+# ``popbsmtp_ipv6 = exact``: the query carries IPV6_GUARD (pgsql-init writes both).
+IPV6_PARAM = "popbsmtp_ipv6"
+# No answer for a key with ':' unless it has eight groups and no '::' (as
+# policy.exact_ipv6_key): smtpd's partial keys never have eight, and a compressed
+# key is the start of other addresses; such rows are for socketmap fronts only.
+# On the row's column, not %s (equal there): Postfix's quoting plays no part.
+IPV6_GUARD = (
+    "(strpos(key, ':') = 0 OR (strpos(key, '::') = 0"
+    " AND length(key) - length(replace(key, ':', '')) = 7))"
+)
 MAX_FILE = 64 * 1024
 URI = "uri"  # conninfo()'s key for a postgresql:// URI in ``hosts``
 
@@ -67,6 +77,16 @@ def read_table_file(path: str) -> Dict[str, str]:
             raise MapError(f"{path}, line {number}: not 'name = value'")
         params[match.group(1)] = match.group(2).strip()
     return params
+
+
+def ipv6_guarded(params: Mapping[str, str]) -> bool:
+    """Whether the query never answers a compressed IPv6 key (nor a partial one).
+
+    Both the marker and the guard itself must be there: the marker says
+    pgsql-init wrote it, the text in the query is what PostgreSQL runs.
+    """
+    query = " ".join(params.get("query", "").split())
+    return params.get(IPV6_PARAM) == "exact" and IPV6_GUARD in query
 
 
 def conninfo(params: Mapping[str, str], path: str) -> Dict[str, str]:
@@ -133,6 +153,28 @@ class Writer(MapWriter):
 
     expiring = True
     partial_lookups = True  # smtpd asks SQL tables by partial keys as well
+
+    @classmethod
+    def partial_answers(cls, spec: MapSpec) -> bool:
+        """Unless the file's query carries the IPv6 guard (an unreadable file: yes)."""
+        try:
+            return not ipv6_guarded(read_table_file(spec.path))
+        except MapError:
+            return True
+
+    @classmethod
+    def exact_ipv6_fix(cls, spec: MapSpec) -> str:
+        from popbsmtp.cli.pgsqlinit import reinit_command
+
+        try:
+            read_table_file(spec.path)
+        except MapError as exc:
+            return f"whether its query is guarded is unknown: {exc}"
+        return (
+            f"the query in {spec.path} is not guarded: re-run popbsmtp pgsql-init --force"
+            f" to get the guarded query ({reinit_command(spec.path)})"
+        )
+
     writes_files = False
 
     _conn: Any = None

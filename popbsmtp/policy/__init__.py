@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional, Sequence
 
 from popbsmtp.config import Settings
 from popbsmtp.grants import GrantTable
-from popbsmtp.maps import partial_lookups
+from popbsmtp.maps import EXACT_IPV6_FIX, exact_ipv6_fix, partial_lookups
 from popbsmtp.parse.addresses import IgnoredNetworks
 from popbsmtp.parse.matcher import Login
 from popbsmtp.policy.sessions import Release, SessionTracker
@@ -51,8 +51,7 @@ class Decision(NamedTuple):
 
 IPV6_WIDER = (
     "IPv6 key {ip} is not written out in full, so in a table Postfix also searches by"
-    " partial keys it would let every address written {ip}:... relay too; exact IPv6"
-    " grants need map = socketmap:..., or set ipv6_scope = neighbours to accept that"
+    " partial keys it would let every address written {ip}:... relay too; {fix}"
 )
 
 
@@ -65,10 +64,10 @@ def exact_ipv6_key(key: str) -> bool:
     return key.count(":") == 7 and "::" not in key
 
 
-def ipv6_refusal(ip: str, exact_only: bool) -> Optional[str]:
+def ipv6_refusal(ip: str, exact_only: bool, fix: str = EXACT_IPV6_FIX) -> Optional[str]:
     """Why an IPv6 key may not go into the table, or None (IPv4 always may)."""
     if exact_only and ":" in ip and not exact_ipv6_key(ip):
-        return IPV6_WIDER.format(ip=ip)
+        return IPV6_WIDER.format(ip=ip, fix=fix)
     return None
 
 
@@ -78,6 +77,7 @@ def refusal(
     window: float,
     ignored: IgnoredNetworks,
     ipv6_exact_only: bool = False,
+    ipv6_fix: str = EXACT_IPV6_FIX,
 ) -> Optional[str]:
     """Why a login must not be granted, or None when it may be."""
     if event.ip is None:
@@ -86,7 +86,7 @@ def refusal(
         return "ignored network"
     if event.time + window <= now:
         return "too old"
-    return ipv6_refusal(event.ip, ipv6_exact_only)
+    return ipv6_refusal(event.ip, ipv6_exact_only, ipv6_fix)
 
 
 class Policy:
@@ -100,10 +100,12 @@ class Policy:
         profiles: Optional[Sequence[Profile]] = None,
         *,
         ipv6_exact_only: bool = False,
+        ipv6_fix: str = EXACT_IPV6_FIX,
     ) -> None:
         self.ignored = ignored
         # Refuse IPv6 keys that would also grant their neighbours (file tables).
         self.ipv6_exact_only = ipv6_exact_only
+        self.ipv6_fix = ipv6_fix
         self.sessions = SessionTracker(
             grace, max_session, list(profiles) if profiles is not None else None
         )
@@ -131,7 +133,7 @@ class Policy:
                 return [Decision(UNKNOWN_LOGOUT, event.ip, 0.0, event, "no open session")]
             return [_released(release, event)]
         window = self.sessions.window(event)
-        reason = refusal(event, now, window, self.ignored, self.ipv6_exact_only)
+        reason = refusal(event, now, window, self.ignored, self.ipv6_exact_only, self.ipv6_fix)
         if reason is not None:
             return [Decision(REFUSE, event.ip, 0.0, event, reason)]
         assert event.ip is not None
@@ -167,8 +169,12 @@ def apply(decision: Decision, table: GrantTable) -> bool:
 
 
 def ipv6_exact_only(settings: Settings) -> bool:
-    """Whether the configured table needs IPv6 keys written out in full (the default)."""
-    return settings.ipv6_scope == "exact" and partial_lookups(settings.map.type)
+    """Whether the configured table needs IPv6 keys written out in full (the default).
+
+    The table decides (:func:`popbsmtp.maps.partial_lookups`): a socketmap, or
+    a pgsql: file whose query never answers compressed keys, takes them all.
+    """
+    return settings.ipv6_scope == "exact" and partial_lookups(settings.map)
 
 
 def policy_for(settings: Settings, ignored: IgnoredNetworks, profiles: Sequence[Profile]) -> Policy:
@@ -179,4 +185,5 @@ def policy_for(settings: Settings, ignored: IgnoredNetworks, profiles: Sequence[
         ignored,
         profiles,
         ipv6_exact_only=ipv6_exact_only(settings),
+        ipv6_fix=exact_ipv6_fix(settings.map),
     )

@@ -20,6 +20,7 @@ from support import Daemon, append, dovecot_login, noise, popbsmtp, wait_for, wr
 from test_socketmap_smtpd import LOCAL, LOCAL_DELIVERY, documented_order
 
 V4, V6, V6_NEIGHBOUR, SHORT = "198.51.100.7", "2001:db8::1", "2001:db8::1:5", "192.0.2.50"
+FULL = "2001:db8:1:2:3:4:5:6"  # all eight groups: the guarded query answers it
 STALE_AFTER = 2.0
 
 
@@ -50,8 +51,8 @@ def _setup(pg: PgServer, tmp: Path, sockdir: Path):
     pop = tmp / "pop1"
     pop.mkdir()
     append(pop / "mail.log", noise())
-    # Only fronts ask this table, exactly: compressed IPv6 keys cover one address.
-    pop_config = write_config(pop, map=f"pgsql:{table}", grace="1h", ipv6_scope="neighbours")
+    # The default ipv6_scope = exact: the guarded query lets compressed IPv6 keys in.
+    pop_config = write_config(pop, map=f"pgsql:{table}", grace="1h")
     front = tmp / "smtp1"
     front.mkdir()
     socketmap = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
@@ -80,7 +81,7 @@ def test_front_relays_pop_logins_exactly_and_fails_closed_without_the_database(p
         for ip in (V4, V6, SHORT):
             wait_for(lambda ip=ip: postfix.rcpt_as(ip) == 250, 3, 0.02, f"{ip} relays")
         assert time.monotonic() - logged < 3
-        # Exact: an IPv6 grant covers one address (a pgsql: table would need full form).
+        # Exact: an IPv6 grant covers one address at a front.
         assert postfix.rcpt_as(V6_NEIGHBOUR) == 554
         assert postmap_query(V6, socketmap) == "OK"
         assert postmap_query(V6_NEIGHBOUR, socketmap) is None
@@ -158,3 +159,64 @@ def test_doctor_checks_the_front_and_pgsql_init_is_idempotent(pg, pf_tmp, sockdi
         popbsmtp("remove", "192.0.2.10", "-c", str(pop_config))
         wait_for(lambda: postmap_query("192.0.2.10", socketmap) is None, 5, 0.05, "polled")
         assert front.stop() == 0
+
+
+def test_guarded_query_keeps_compressed_ipv6_keys_for_fronts(pg, pf_tmp, sockdir):
+    """Default ipv6_scope = exact: the POP host writes 2001:db8::1 into the table;
+    an smtpd asking the table itself never relays it nor its neighbour (partial
+    keys), a front relays exactly it; an old file without the guard refuses it."""
+    table, pop_config, front_config, socketmap = _setup(pg, pf_tmp, sockdir)
+    direct = f"pgsql:{table}"
+    with (
+        Daemon(pop_config) as pop,
+        Daemon(front_config),
+        PostfixInstance(pf_tmp / "postfix", direct) as postfix,
+    ):
+        append(pop_config.parent / "mail.log", dovecot_login(V6) + dovecot_login(FULL))
+        wait_for(lambda: answer(V6, socketmap) == "OK", 5, 0.05, "the front grants 2001:db8::1")
+        rows = pg.sql("SELECT key FROM popbsmtp_grants ORDER BY key")
+        assert rows == [(FULL,), (V6,)]
+        assert "not granting" not in pop.log()
+        assert answer(V6_NEIGHBOUR, socketmap) == "NOTFOUND"
+        # smtpd with check_client_access pgsql:FILE: the eight-group key relays,
+        # the compressed one (and its neighbour, by partial key) do not.
+        wait_for(lambda: postfix.rcpt_as(FULL) == 250, 5, 0.05, "the eight-group key relays")
+        assert postfix.rcpt_as(V6) == 554
+        assert postfix.rcpt_as(V6_NEIGHBOUR) == 554
+        assert postfix.rcpt_as("2001:db8:1:2:3:4:5:7") == 554
+        assert postmap_query(FULL, direct) == "OK"
+        assert postmap_query(V6, direct) is None
+        assert postmap_query("2001:db8:", direct) is None  # one of smtpd's partial keys
+        doctor = popbsmtp("doctor", "-c", str(pop_config), check=False).stdout
+        assert f"OK       ipv6: the query in {table} answers IPv4 keys and IPv6" in doctor, doctor
+
+        # An old file (no guard): compressed keys are refused again, with the fix.
+        old_query = (
+            "query = SELECT 'OK' FROM popbsmtp_grants WHERE key = '%s'"
+            " AND expires_at > now() LIMIT 1"
+        )
+        lines = table.read_text().splitlines()
+        table.write_text(
+            "".join(
+                (old_query if line.startswith("query =") else line) + "\n"
+                for line in lines
+                if not line.startswith("popbsmtp_ipv6")
+            )
+        )
+        assert postmap_query(V6, direct) == "OK"  # what the guard prevented
+        added = popbsmtp("add", "2001:db8::7", "-c", str(pop_config), check=False)
+        assert added.returncode != 0, added.stdout
+        assert "re-run popbsmtp pgsql-init --force to get the guarded query" in added.stderr
+        assert f"--host-name pop1 --force {table}" in added.stderr, added.stderr
+        doctor = popbsmtp("doctor", "-c", str(pop_config), check=False).stdout
+        assert f"WARNING  ipv6: the query in {table} is not guarded" in doctor, doctor
+
+        # Restarted on the old file, the POP host refuses a compressed login and says why.
+        assert pop.stop() == 0
+        with Daemon(pop_config) as old_pop:
+            assert f"compressed IPv6 logins are refused: the query in {table}" in old_pop.log()
+            append(pop_config.parent / "mail.log", dovecot_login("2001:db8::9"))
+            old_pop.wait_log("not granting 2001:db8::9")
+            assert "re-run popbsmtp pgsql-init --force to get the guarded query" in old_pop.log()
+            assert old_pop.stop() == 0
+        assert pg.sql("SELECT key FROM popbsmtp_grants WHERE key = '2001:db8::9'") == []

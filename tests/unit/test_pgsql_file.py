@@ -9,7 +9,7 @@ import pytest
 
 from popbsmtp.cli.pgsqlinit import query, table_file
 from popbsmtp.errors import MapError
-from popbsmtp.maps import partial_lookups, writes_files
+from popbsmtp.maps import MapSpec, partial_lookups, writes_files
 from popbsmtp.maps.pgsql import HOST_PARAM, conninfo, read_table_file, table_name
 
 
@@ -22,7 +22,8 @@ def test_written_file_reads_back(tmp_path):
     assert params["hosts"] == "inet:db.example:5433"
     assert conninfo(params, str(path)) == dict(dsn)
     assert table_name(params, str(path)) == "popbsmtp_grants"
-    assert "key = '%s' AND expires_at > now() LIMIT 1" in params["query"]
+    assert "key = '%s' AND expires_at > now() AND (strpos(key" in params["query"]
+    assert params["query"].endswith(") LIMIT 1")
 
 
 def test_unix_socket_hosts(tmp_path):
@@ -48,7 +49,8 @@ def test_bad_files_name_file_and_line(tmp_path):
 
 def test_query_and_registry():
     assert query("t", "RELAY").startswith("SELECT 'RELAY' FROM t WHERE key = '%s'")
-    assert partial_lookups("pgsql") and not writes_files("pgsql") and writes_files("lmdb")
+    assert partial_lookups(MapSpec("pgsql", "/nonexistent/pgsql.cf"))  # unread: fail closed
+    assert not writes_files("pgsql") and writes_files("lmdb")
 
 
 def test_hosts_forms(tmp_path):
