@@ -190,11 +190,19 @@ class Service:
         # grant by the jump: shift manual ones back by it (the others are
         # capped to grace in the first step anyway).
         shift = min(0.0, now - snap.saved) if snap.saved is not None else 0.0
+        refused: List[str] = []
         for ip, expires, profile, rule in snap.grants:
             if profile == MANUAL:
                 expires += shift
-            if expires > now:
+            if expires <= now:
+                continue
+            why = self.policy.restore_refusal(ip)
+            if why is None:
                 self.table.grant(ip, expires, profile, rule)
+            else:
+                refused.append(why)
+        if refused:
+            log.warning("%d saved grant(s) not restored: %s", len(refused), refused[0])
         self.table.take_changes()
         if not self.dry_run and writes_files(self.settings.map.type):
             try:

@@ -110,6 +110,16 @@ class Policy:
             grace, max_session, list(profiles) if profiles is not None else None
         )
 
+    def restore_refusal(self, ip: str) -> Optional[str]:
+        """Why a saved grant may not go back into the table at start, or None.
+
+        The table type or ``ipv6_scope`` may have changed since it was made:
+        a compressed IPv6 key granted under ``neighbours`` (or into a guarded
+        pgsql: table, or a socketmap) would otherwise reach a table Postfix
+        also searches by partial keys, and its neighbours would relay.
+        """
+        return ipv6_refusal(ip, self.ipv6_exact_only, self.ipv6_fix)
+
     @property
     def grace(self) -> float:
         return self.sessions.grace

@@ -58,6 +58,19 @@ def test_neighbours_scope_is_the_admins_choice_and_covers_exactly_the_documented
             assert postfix.rcpt_as(other) == 554, other
         doctor = popbsmtp("doctor", "-c", str(config), check=False).stdout
         assert "WARNING  ipv6: ipv6_scope = neighbours" in doctor
+        append(pf_tmp / "mail.log", dovecot_login(IPV4))
+        wait_for(lambda: postfix.rcpt_as(IPV4) == 250, 10, 0.05, "the IPv4 client relays")
+        assert daemon.stop() == 0
+
+        # Back to exact: the saved compressed grant must not come back into
+        # the table (its neighbours would relay again); the IPv4 one does.
+        config = write_config(pf_tmp, map=table, grace="1h", ipv6_scope="exact")
+        daemon = Daemon(config).start()
+        daemon.wait_log("1 saved grant(s) not restored: IPv6 key 2001:db8::1")
+        assert postfix.rcpt_as(IPV4) == 250
+        for ip in (COMPRESSED, *NEIGHBOURS):
+            assert postfix.rcpt_as(ip) == 554, ip
+        assert postmap_query(COMPRESSED, table) is None
     finally:
         postfix.stop()
         daemon.stop()
