@@ -96,21 +96,27 @@ class SmtpdService:
 
     name: str  # service/type as postconf prints it, e.g. "submission/inet"
     overrides: Dict[str, str]
+    chroot: bool = False  # master.cf's chroot column: paths are then inside the queue dir
 
 
 def smtpd_services(config_dir: Optional[str] = None) -> List[SmtpdService]:
     """Every master.cf service that runs smtpd, with its ``-o`` overrides expanded."""
-    names = []
-    for line in _postconf(config_dir, "-F").splitlines():
+    names, chrooted = [], set()
+    fields = _postconf(config_dir, "-F").splitlines()
+    for line in fields:
         match = re.fullmatch(r"(\S+/\S+)/command = (\S+).*", line)
         if match and os.path.basename(match.group(2)) == "smtpd":
             names.append(match.group(1))
+    for line in fields:  # "-" means the default: no chroot since Postfix 3.0
+        match = re.fullmatch(r"(\S+/\S+)/chroot = y", line.strip())
+        if match:
+            chrooted.add(match.group(1))
     overrides: Dict[str, Dict[str, str]] = {name: {} for name in names}
     for line in _postconf(config_dir, "-Px").splitlines():
         match = re.fullmatch(r"(\S+/\S+)/(\w+) = ?(.*)", line)
         if match and match.group(1) in overrides:
             overrides[match.group(1)][match.group(2)] = match.group(3).strip()
-    return [SmtpdService(name, overrides[name]) for name in names]
+    return [SmtpdService(name, overrides[name], name in chrooted) for name in names]
 
 
 # -- restriction lists ---------------------------------------------------

@@ -36,7 +36,7 @@ def check(
 ) -> List[Finding]:
     """``keys``: granted clients to probe (a front's, from the database); else the state's."""
     point = parse_endpoint(spec.path)
-    found = [_socket(point, group)] if point.family == "unix" else []
+    found = [_socket(point, group), _chroot(point, postfix_dir)] if point.family == "unix" else []
     keys = live_grants(state_dir) if keys is None else keys
     key = keys[-1] if keys else "192.0.2.0"
     found += [_direct(point, key), _postmap(spec, key, bool(keys), postfix_dir)]
@@ -139,6 +139,29 @@ def _postmap(spec: MapSpec, key: str, granted: bool, postfix_dir: str) -> Findin
         why = f"granted client {key} is not found through {spec}"
         return _finding(ERROR, "postmap -q", why, "is popbsmtp running with this map?")
     return _finding(OK, "postmap -q", f"finds granted client {key} through {spec}")
+
+
+def _chroot(point: Endpoint, postfix_dir: str) -> Finding:
+    """A chrooted smtpd connects to the socket's path inside its chroot (the queue
+    directory): a socket elsewhere is not there for it, and every lookup fails."""
+    try:
+        services = postfix.smtpd_services(postfix_dir)
+        queue = postfix.parameter("queue_directory", postfix_dir)
+    except PostfixError as exc:
+        return _finding(WARNING, "socketmap chroot", str(exc))
+    inside = os.path.normpath(point.path).startswith(os.path.normpath(queue) + os.sep)
+    blind = [s.name for s in services if s.chroot and not inside]
+    if not blind:
+        return _finding(OK, "socketmap chroot", "no smtpd that asks it runs chrooted")
+    why = (
+        f"smtpd runs chrooted in {queue} (master.cf {', '.join(blind)}: chroot = y), so it"
+        f" looks for {point.path} inside {queue} and every lookup fails (451)"
+    )
+    fix = (
+        "use map = socketmap:inet:127.0.0.1:PORT:popbsmtp, or set the chroot column of"
+        f" {', '.join(blind)} to n in master.cf (postfix reload)"
+    )
+    return _finding(WARNING, "socketmap chroot", why, fix)
 
 
 def _order(spec: MapSpec, postfix_dir: str) -> Finding:

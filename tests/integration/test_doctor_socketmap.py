@@ -64,3 +64,23 @@ def test_doctor_warns_when_local_mail_would_wait(pf_tmp, sockdir):
         )
         assert "OK       socketmap daemon: answers on" in result.stdout
         assert daemon.stop() == 0
+
+
+def test_doctor_warns_that_a_chrooted_smtpd_cannot_reach_the_socket(pf_tmp, sockdir):
+    """Debian's master.cf runs smtpd chrooted in the queue directory: a socket under
+    /run is not there for it."""
+    table = f"socketmap:unix:{sockdir}/socketmap:popbsmtp"
+    config = write_config(pf_tmp, map=table)
+    append(pf_tmp / "mail.log", noise())
+    instance = PostfixInstance(pf_tmp / "postfix", table)
+    instance.write_config()
+    result = doctor(config, instance)
+    assert "OK       socketmap chroot: no smtpd that asks it runs chrooted" in result.stdout
+    master = instance.etc / "master.cf"
+    lines = master.read_text().splitlines()
+    lines[0] = lines[0].replace(" inet n - n ", " inet n - y ")  # the smtpd line, as Debian's
+    master.write_text("\n".join(lines) + "\n")
+    result = doctor(config, instance)
+    [line] = [x for x in result.stdout.splitlines() if "socketmap chroot" in x]
+    assert line.startswith("WARNING") and "chroot = y" in line and str(sockdir) in line, line
+    assert "socketmap:inet:127.0.0.1:PORT:popbsmtp" in result.stdout
