@@ -9,6 +9,7 @@ front, probed with XCLIENT.  One PostgreSQL serves the whole module.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -150,6 +151,17 @@ def test_doctor_checks_the_front_and_pgsql_init_is_idempotent(pg, pf_tmp, sockdi
         assert pg.sql(count) == [(2,)]  # rows, and TRUNCATE
         popbsmtp("add", "192.0.2.10", "--for", "10m", "-c", str(pop_config))
         wait_for(lambda: postmap_query("192.0.2.10", socketmap) == "OK", 3, 0.02, "notified")
+
+        # SIGHUP: the log level applies at once, other changes wait for a restart.
+        write_config(
+            front_config.parent, map=socketmap, grants_from=f"pgsql:{table}",
+            stale_after="9s", log_level="debug",
+        )  # fmt: skip
+        assert front.proc is not None
+        front.proc.send_signal(signal.SIGHUP)
+        front.wait_log("changed options need a restart to take effect", timeout=10)
+        assert "stale_after" in front.log().rsplit("need a restart", 1)[1].splitlines()[0]
+        assert postmap_query("192.0.2.9", socketmap) == "OK"  # still answering
 
         # Without the trigger the front falls back to reading every row, and says so.
         pg.sql("DROP TRIGGER popbsmtp_grants_notify ON popbsmtp_grants")
