@@ -36,6 +36,13 @@ def wait_for(
 _postfix_dir: Optional[str] = None
 
 
+def wait_started(proc: subprocess.Popen, err: Path, what: str = "daemon started") -> None:
+    """Wait for a daemon started with its stderr in ``err`` to say it follows its log;
+    fail with that stderr if it exits instead."""
+    wait_for(lambda: "following " in err.read_text() or proc.poll() is not None, 20, what=what)
+    assert proc.poll() is None, err.read_text()
+
+
 def postfix_dir() -> str:
     """The tests' own Postfix config directory: an empty ``main.cf``, nothing else.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from support import append, dovecot_login, postfix_dir, wait_for, write_config
+from support import append, dovecot_login, postfix_dir, wait_for, wait_started, write_config
 
 from popbsmtp import __version__
 
@@ -460,12 +460,7 @@ def test_bundled_daemon_runs_from_the_root(installed, pf_tmp):
             env={"PATH": os.environ["PATH"]},
         )
         try:
-            wait_for(
-                lambda: "following " in err.read_text() or proc.poll() is not None,
-                timeout=20,
-                what="bundled daemon started",
-            )
-            assert proc.poll() is None, err.read_text()
+            wait_started(proc, err, "bundled daemon started")
             assert (pf_tmp / "pbs.lmdb").exists()
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -556,12 +551,7 @@ def test_packaged_defaults_work_on_first_start(packages, pf_tmp):
     proc = first_start(root, pf_tmp)
     err = pf_tmp / "daemon.err"
     try:
-        wait_for(
-            lambda: "following " in err.read_text() or proc.poll() is not None,
-            timeout=20,
-            what="daemon started",
-        )
-        assert proc.poll() is None, err.read_text()
+        wait_started(proc, err, "daemon started")
         append(pf_tmp / "mail.log", dovecot_login("192.0.2.61"))
 
         def granted() -> bool:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import append, dovecot_login, wait_for, write_config
+from support import append, dovecot_login, wait_for, wait_started, write_config
 
 from popbsmtp.doctor.socketmap import ask
 from popbsmtp.maps.socketmap import parse_endpoint
@@ -108,12 +108,7 @@ def test_the_service_user_serves_postfix_from_the_packaged_directory(pf_tmp):
     proc = start_as_service_user(pf_tmp, table)
     err = pf_tmp / "daemon.err"
     try:
-        wait_for(
-            lambda: "following " in err.read_text() or proc.poll() is not None,
-            timeout=20,
-            what="daemon started",
-        )
-        assert proc.poll() is None, err.read_text()
+        wait_started(proc, err, "daemon started")
         assert f"answering socketmap lookups on {path}" in err.read_text()
         sock = path.lstat()
         assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o660
