@@ -26,8 +26,6 @@ from popbsmtp.maps.pgsql import (
     HOST_PARAM,
     IPV6_GUARD,
     IPV6_PARAM,
-    read_table_file,
-    table_name,
     trigger_name,
 )
 
@@ -79,26 +77,6 @@ def query(table: str, value: str = "OK") -> str:
         f"SELECT '{value}' FROM {table} WHERE key = '%s' AND expires_at > now()"  # noqa: S608
         f" AND {IPV6_GUARD} LIMIT 1"
     )
-
-
-def reinit_command(path: str) -> str:
-    """The ``pgsql-init --force`` that rewrites FILE with the guarded query and
-    keeps its table, answer and host name (a lost ``popbsmtp_host`` would hand
-    this host's rows to another name)."""
-    words = ["popbsmtp pgsql-init --dsn DSN"]
-    try:
-        params = read_table_file(path)
-        table = table_name(params, path)
-    except PopbsmtpError:
-        params, table = {}, DEFAULT_TABLE
-    if table != DEFAULT_TABLE:
-        words.append(f"--table {table}")
-    value = re.match(r"\s*select\s+'([^'\s]+)'", params.get("query", ""), re.I)
-    if value and value.group(1) != "OK":
-        words.append(f"--value {value.group(1)}")
-    if params.get(HOST_PARAM):
-        words.append(f"--host-name {params[HOST_PARAM]}")
-    return " ".join([*words, "--force", path])
 
 
 def table_file(dsn: Dict[str, str], table: str, value: str, host: Optional[str]) -> str:

@@ -28,7 +28,7 @@ from popbsmtp.grants import GrantTable, control, when
 from popbsmtp.grants.control import MANUAL, apply_request
 from popbsmtp.grants.saver import Saver
 from popbsmtp.grants.state import Snapshot, StateFile, StateLock, ensure_dir
-from popbsmtp.maps import exact_ipv6_fix, partial_lookups, writes_files
+from popbsmtp.maps import partial_lookups, writes_files
 from popbsmtp.maps._files import check_directory, check_writable
 from popbsmtp.maps.keeper import MapKeeper
 from popbsmtp.parse.addresses import IgnoredNetworks, parse_networks
@@ -161,14 +161,14 @@ class Service:
         self._save(force=True)
         self.started = self.clock()
         spec = self.settings.map
-        if partial_lookups(spec) and self.settings.ipv6_scope == "neighbours":
+        if self.settings.ipv6_scope == "neighbours" and partial_lookups(spec):
             log.warning(
                 "ipv6_scope = neighbours: an IPv6 grant of P::S also lets every address"
                 " written P::S:... relay in %s (docs/maps.md)",
                 spec,
             )
-        elif partial_lookups(spec) and spec.type == "pgsql":  # a file of an older pgsql-init
-            log.info("compressed IPv6 logins are refused: %s", exact_ipv6_fix(spec))
+        elif self.policy.ipv6_exact_only and spec.type == "pgsql":  # an older pgsql-init's file
+            log.info("compressed IPv6 logins are refused: %s", self.policy.ipv6_fix)
         log.info(
             "following %s; %d clients authorized in %s",
             self.source.describe(),

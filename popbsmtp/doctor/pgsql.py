@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from popbsmtp.cli.pgsqlinit import reinit_command
 from popbsmtp.errors import MapError
 from popbsmtp.maps import MapSpec, partial_lookups
-from popbsmtp.maps.pgsql import read_table_file, table_name
+from popbsmtp.maps.pgsql import read_table_file, reinit_command, table_name
 
 OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
 WANTED = {"host": "text", "key": "text", "expires_at": "timestamp with time zone"}

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import socket
-from typing import Any, Collection, Dict, List, Mapping, Set, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 from popbsmtp.errors import ConfigError, MapError
 from popbsmtp.maps import MapSpec, MapWriter
@@ -87,6 +87,26 @@ def ipv6_guarded(params: Mapping[str, str]) -> bool:
     """
     query = " ".join(params.get("query", "").split())
     return params.get(IPV6_PARAM) == "exact" and IPV6_GUARD in query
+
+
+def reinit_command(path: str, params: Optional[Mapping[str, str]] = None) -> str:
+    """The ``pgsql-init --force`` that rewrites FILE with the guarded query and
+    keeps its table, answer and host name (a lost ``popbsmtp_host`` would hand
+    this host's rows to another name).  ``params``: the file, when read already."""
+    words = ["popbsmtp pgsql-init --dsn DSN"]
+    try:
+        params = read_table_file(path) if params is None else params
+        table = table_name(params, path)
+    except MapError:
+        params, table = {}, DEFAULT_TABLE
+    if table != DEFAULT_TABLE:
+        words.append(f"--table {table}")
+    value = re.match(r"\s*select\s+'([^'\s]+)'", params.get("query", ""), re.I)
+    if value and value.group(1) != "OK":
+        words.append(f"--value {value.group(1)}")
+    if params.get(HOST_PARAM):
+        words.append(f"--host-name {params[HOST_PARAM]}")
+    return " ".join([*words, "--force", path])
 
 
 def conninfo(params: Mapping[str, str], path: str) -> Dict[str, str]:
@@ -164,15 +184,13 @@ class Writer(MapWriter):
 
     @classmethod
     def exact_ipv6_fix(cls, spec: MapSpec) -> str:
-        from popbsmtp.cli.pgsqlinit import reinit_command
-
         try:
-            read_table_file(spec.path)
+            params = read_table_file(spec.path)
         except MapError as exc:
             return f"whether its query is guarded is unknown: {exc}"
         return (
             f"the query in {spec.path} is not guarded: re-run popbsmtp pgsql-init --force"
-            f" to get the guarded query ({reinit_command(spec.path)})"
+            f" to get the guarded query ({reinit_command(spec.path, params)})"
         )
 
     writes_files = False
