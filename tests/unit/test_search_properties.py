@@ -13,6 +13,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_needle_search import reference as lines_holding
 
 from popbsmtp.parse.envelope import EnvelopeParser
 from popbsmtp.parse.matcher import Matcher
@@ -31,13 +32,7 @@ def matcher_for(needles: tuple) -> Matcher:
 
 def reference(block: bytes, needles: tuple) -> list:
     """The obvious answer: every line holding a needle, in order."""
-    encoded = [needle.encode() for needle in needles]
-    spans, start = [], 0
-    for line in block.split(b"\n"):
-        if any(needle in line for needle in encoded):
-            spans.append((start, start + len(line)))
-        start += len(line) + 1
-    return spans
+    return lines_holding(block, tuple(needle.encode() for needle in needles))
 
 
 # Needle characters, newlines and a few others: hits, near misses and line ends are common.
