@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Iterator, List, Sequence, Tuple
 
-from gen_maillog import stamp_text, write
+from gen_maillog import generator_parser, stamp_text, write
 
 HOST = "mail"
 LIP4 = "192.0.2.1"
@@ -239,15 +239,7 @@ def lines(gen: Generator, count: int, end: float, span: float, style: str) -> It
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out")
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--style", choices=("rfc3339", "bsd"), default="rfc3339")
-    parser.add_argument("--end", type=float, default=None, help="last line's time (default now)")
-    parser.add_argument("--span", type=float, default=1200.0, help="seconds the log covers")
-    parser.add_argument("--login-rate", type=float, default=0.02)
-    parser.add_argument("--clients", type=int, default=10_000, help="distinct client addresses")
+    parser = generator_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=6_000)
     parser.add_argument("--ipv6-share", type=float, default=0.1, help="of the client addresses")
     return parser.parse_args(argv)

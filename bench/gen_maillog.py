@@ -196,8 +196,9 @@ def write(path: str, lines: Iterator[str]) -> int:
     return size
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def generator_parser(description: str) -> argparse.ArgumentParser:
+    """The options every log generator takes (gen_dovecot.py adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out")
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -205,8 +206,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--end", type=float, default=None, help="last line's time (default now)")
     parser.add_argument("--span", type=float, default=1200.0, help="seconds the log covers")
     parser.add_argument("--login-rate", type=float, default=0.02)
-    parser.add_argument("--clients", type=int, default=10_000)
-    return parser.parse_args(argv)
+    parser.add_argument("--clients", type=int, default=10_000, help="distinct client addresses")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return generator_parser(__doc__.split("\n\n")[0]).parse_args(argv)
 
 
 def main(argv: Sequence[str]) -> int:
