@@ -64,7 +64,7 @@ class GrantTable:
         self._expires: Dict[str, float] = {}
         self._who: Dict[str, int] = {}  # index into _rules; absent means 0 (most sites)
         self._rules: List[Tuple[str, str]] = []
-        self._rule_ids: Dict[Tuple[str, str], int] = {}
+        self._rule_ids: Dict[str, Dict[str, int]] = {}  # rule -> profile -> index
         # Expiry schedule: addresses by bucket (expiry // BUCKET), a heap of the
         # bucket numbers, and the exact heap of the buckets up to ``_near_bucket``.
         # Entries go stale when a grant changes; they are checked against
@@ -102,14 +102,23 @@ class GrantTable:
         expires = self._expires.get(ip)
         return None if expires is None else self._view(ip, expires)
 
+    def expiry(self, ip: str) -> Optional[float]:
+        """When ``ip``'s grant expires, or None: :meth:`get` without the snapshot."""
+        return self._expires.get(ip)
+
     def _view(self, ip: str, expires: float) -> Grant:
         profile, rule = self._rules[self._who.get(ip, 0)]
         return _make(Grant, (ip, expires, profile, rule))  # Grant without its __new__: cheaper
 
     def _rule_id(self, profile: str, rule: str) -> int:
-        found = self._rule_ids.get((profile, rule))
+        # By rule name, then profile: two lookups of strings whose hashes are
+        # kept, cheaper than hashing a new (profile, rule) tuple every time.
+        of_rule = self._rule_ids.get(rule)
+        if of_rule is None:
+            of_rule = self._rule_ids[rule] = {}
+        found = of_rule.get(profile)
         if found is None:
-            found = self._rule_ids[(profile, rule)] = len(self._rules)
+            found = of_rule[profile] = len(self._rules)
             self._rules.append((profile, rule))
         return found
 
@@ -134,7 +143,8 @@ class GrantTable:
         self._expires[ip] = expires
         self._set_rule(ip, profile, rule)
         self._schedule(ip, expires)
-        self._note(ip, added=True)
+        self._removed.discard(ip)
+        self._added.add(ip)
         return True
 
     def set_expiry(self, ip: str, expires: float, profile: str, rule: str) -> bool:
@@ -159,7 +169,7 @@ class GrantTable:
         if self._entries > 2 * len(self._expires) + REBUILD_SLACK:
             self._rebuild()  # files ``ip`` too
             return
-        number = _bucket(expires)
+        number = int(expires // BUCKET) if -_FAR < expires < _FAR else _bucket(expires)
         if number <= self._near_bucket:
             heapq.heappush(self._near, (expires, ip))
             return

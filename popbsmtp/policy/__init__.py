@@ -23,13 +23,17 @@ from popbsmtp.maps import EXACT_IPV6_FIX, exact_ipv6_fix, partial_lookups
 from popbsmtp.parse.addresses import IgnoredNetworks
 from popbsmtp.parse.matcher import Login
 from popbsmtp.policy.sessions import Release, SessionTracker
-from popbsmtp.profiles import LOGOUT, SERVER, Profile
+from popbsmtp.profiles import AUTH, CONNECT, LOGOUT, SERVER, Profile
 
 GRANT = "grant"
 HOLD = "hold"
 RELEASE = "release"
 REFUSE = "refuse"
 UNKNOWN_LOGOUT = "unknown-logout"
+TWO_LINE = frozenset({CONNECT, AUTH})  # halves of a login that sessions.resolve joins
+
+
+_make = tuple.__new__  # a named tuple without its generated __new__: a third of the cost
 
 
 class Decision(NamedTuple):
@@ -132,9 +136,12 @@ class Policy:
 
     def decide(self, found: Login, now: float, table: GrantTable) -> List[Decision]:
         """The decisions one recognised event leads to, in the order to apply them."""
-        event = self.sessions.resolve(found)  # joins two-line forms; None for a connect
-        if event is None:
-            return []
+        event = found
+        if found.event in TWO_LINE:
+            joined = self.sessions.resolve(found)  # joins the two lines; None for a connect
+            if joined is None:
+                return []
+            event = joined
         if event.event == SERVER:  # the server started or stopped: its sessions are over
             return [_released(r, event) for r in self.sessions.server_event(event, now, table)]
         if event.event == LOGOUT:
@@ -146,14 +153,9 @@ class Policy:
         reason = refusal(event, now, window, self.ignored, self.ipv6_exact_only, self.ipv6_fix)
         if reason is not None:
             return [Decision(REFUSE, event.ip, 0.0, event, reason)]
-        assert event.ip is not None
-        until, ended = self.sessions.login(event, now, table)
-        # Held: its session is open (not one whose logout was logged before it).
-        held = self.sessions.holds(event) and until > min(event.time, now) + self.grace
-        return [
-            *(_released(r, event) for r in ended),
-            Decision(HOLD if held else GRANT, event.ip, until, event),
-        ]
+        until, ended, held = self.sessions.login(event, now, table)
+        granted = _make(Decision, (HOLD if held else GRANT, event.ip, until, event, None, False))
+        return [*(_released(r, event) for r in ended), granted] if ended else [granted]
 
     def window(self, profile: str, rule: str) -> float:
         """How long after its time a grant of this rule may last (clock caps)."""
@@ -161,7 +163,7 @@ class Policy:
 
 
 def _released(release: Release, event: Login) -> Decision:
-    return Decision(RELEASE, release.ip, release.until, event, exact=release.exact)
+    return _make(Decision, (RELEASE, release.ip, release.until, event, None, release.exact))
 
 
 def apply(decision: Decision, table: GrantTable) -> bool:

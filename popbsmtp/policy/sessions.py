@@ -57,6 +57,9 @@ MAX_EARLY_LOGOUTS = 4096
 __all__ = ["PRUNE_EVERY", "Release", "SessionStats", "SessionTracker"]
 
 
+_make = tuple.__new__  # a named tuple without its generated __new__: a third of the cost
+
+
 class Release(NamedTuple):
     """A session ended: ``ip`` may relay until ``until``; ``exact`` when that may
     shorten its grant (the hold being ended was this tracker's own)."""
@@ -129,10 +132,6 @@ class SessionTracker:
     def tracked(self, login: Login) -> bool:
         return (login.profile, login.rule) in self._kinds
 
-    def holds(self, login: Login) -> bool:
-        """Whether a login of this rule is held while its session is open."""
-        return self.tracked(login) and self.max_session > self.grace
-
     def window(self, login: Login) -> float:
         """How long after its time a login may still be granted."""
         return self.max_session if self.tracked(login) else self.grace
@@ -141,10 +140,15 @@ class SessionTracker:
         """:meth:`window` for a grant's rule (no event at hand)."""
         return self.max_session if (profile, rule) in self._kinds else self.grace
 
-    def login(self, login: Login, now: float, table: GrantTable) -> Tuple[float, List[Release]]:
-        """Record a (granted) login: the expiry its grant should have, and the
-        sessions it ended (a reused id), to be released first."""
-        assert login.ip is not None
+    def login(
+        self, login: Login, now: float, table: GrantTable
+    ) -> Tuple[float, List[Release], bool]:
+        """Record a (granted) login: the expiry its grant should have, the
+        sessions it ended (a reused id), to be released first, and whether the
+        grant is held while its session is open (not one whose logout was
+        logged before it)."""
+        ip = login.ip
+        assert ip is not None
         start = min(login.time, now)
         kind = self._kinds.get((login.profile, login.rule))
         sid = self._sid(login, kind)
@@ -153,19 +157,19 @@ class SessionTracker:
             self.stats.early_logouts += 1
             sid = None  # the session is over: no hold, only grace
         if sid is None:
-            if self._open.holds(login.ip):
-                self._floor[login.ip] = max(self._floor.get(login.ip, 0.0), start + self.grace)
-            return start + self.grace, []
+            if self._open.holds(ip):
+                self._floor[ip] = max(self._floor.get(ip, 0.0), start + self.grace)
+            return start + self.grace, [], False
         self._tick(now)
         ended: List[Release] = []
         # A reused process (Cyrus) or id: the previous session ended here.  Only
         # kind "ip" keeps several sessions under one id, all of one address.
-        while self._open.open(sid, login.ip, start, several=kind == "ip") is not None:
+        while self._open.open(sid, ip, start, several=kind == "ip") is not None:
             release = self._end(sid, start, table)
             if release is not None:
                 ended.append(release)
         self.stats.opened += 1
-        return start + self.max_session, ended
+        return start + self.max_session, ended, self.max_session > self.grace
 
     def logout(self, login: Login, now: float, table: GrantTable) -> Optional[Release]:
         """Close the session ``login`` ends: whose grace started, until when."""
@@ -219,10 +223,10 @@ class SessionTracker:
         target = max(ended + self.grace, self._floor.get(ip, 0.0), hold)
         if not hold:  # no session of the address is left open
             self._floor.pop(ip, None)
-        grant = table.get(ip)
+        expires = table.expiry(ip)
         # Shorten only a hold that was ours; anything else may only grow.
-        exact = grant is not None and grant.expires == held and target < grant.expires
-        return Release(ip, target, exact)
+        exact = expires is not None and expires == held and target < expires
+        return _make(Release, (ip, target, exact))
 
     def _tick(self, now: float) -> None:
         """Forget sessions and connects older than ``max_session`` (bounded memory)."""
@@ -231,7 +235,8 @@ class SessionTracker:
             self.stats.expired += 1
             if ip in self._floor and not self._open.holds(ip):
                 self._floor.pop(ip, None)
-        self._expire_connects(limit)
+        if self._connect_heap:
+            self._expire_connects(limit)
 
     def _expire_connects(self, limit: float) -> None:
         heap = self._connect_heap
