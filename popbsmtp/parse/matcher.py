@@ -141,21 +141,25 @@ class Matcher:
         candidate line, and a call per line is a measurable share of it.
         """
         found = []
-        stats, limit = self.stats, self.max_line_length
-        parse, match_envelope = self.parser.parse, self.match_envelope
-        for start, end in find_lines(block, self._line_searches):
+        limit, overlong, unparseable = self.max_line_length, 0, 0
+        split, match_envelope = self.parser.split, self.match_envelope
+        spans = find_lines(block, self._line_searches)
+        for start, end in spans:
             if end - start > limit:
-                stats.overlong += 1
+                overlong += 1
                 continue
-            stats.candidates += 1
             # Invalid UTF-8 becomes U+FFFD, which no address or rule accepts.
-            envelope = parse(block[start:end].decode("utf-8", "replace").rstrip("\r"), now)
+            envelope = split(block[start:end].decode("utf-8", "replace").rstrip("\r"), now)
             if envelope is None:
-                stats.unparseable += 1
+                unparseable += 1
                 continue
             login = match_envelope(envelope)
             if login is not None:
                 found.append((start, login))
+        stats = self.stats
+        stats.candidates += len(spans) - overlong
+        stats.overlong += overlong
+        stats.unparseable += unparseable
         return found
 
     def _candidate_lines(self, block: bytes) -> List[Tuple[int, int]]:
@@ -180,18 +184,18 @@ class Matcher:
         """The event the envelope describes.  ``sender_ok(profile)`` (the journal's
         trust) is asked first: an event it rejects is returned for the caller to
         refuse, and teaches nothing (no version learnt, no form judged, not counted)."""
-        pid = envelope.pid is not None
+        pid, message = envelope.pid is not None, envelope.message
         for check in self._by_program.get(envelope.program, ()):
             if check.pid is not None and check.pid != pid:
                 continue  # wrong tag shape (Rule.accepts_pid): forged, or not this server
-            if check.needle is not None and check.needle not in envelope.message:
+            if check.needle not in message:
                 continue  # not this rule's line: cheaper to see than a failed fullmatch
-            found = check.fullmatch(envelope.message)
+            found = check.fullmatch(message)
             if found is None:
                 continue
             if sender_ok is not None and not sender_ok(check.profile.name):
                 return self._login(envelope, check, found)
-            if check.rule.form and not self._form_fits(envelope, check):
+            if check.form and self._forms and not self._form_fits(envelope, check):
                 return None
             self.stats.matched[check.rule_id] += 1
             if check.has_version:
@@ -202,7 +206,7 @@ class Matcher:
     def _form_fits(self, envelope: Envelope, check: _Check) -> bool:
         """Is the rule's form the one the server's known version writes?"""
         known = self._forms.get((check.profile.name, envelope.host))
-        if known is None or known == check.rule.form:
+        if known is None or known == check.form:
             return True
         self.stats.suspect += 1
         if self.stats.suspect == 1 or self.stats.suspect % 1000 == 0:
@@ -219,14 +223,16 @@ class Matcher:
         self._forms[(profile.name, envelope.host)] = profile.form_of(version)
 
     def _login(self, envelope: Envelope, check: _Check, found: re.Match) -> Login:
-        raw_ip = found["ip"] if check.has_ip else None
+        raw_ip = found[check.ip_group] if check.ip_group else None
         ip, invalid = self._keys.lookup(raw_ip) if raw_ip is not None else (None, None)
-        session = found["session"] if check.has_session else None
-        rule = check.rule
-        if rule.session == "pid" and envelope.pid is not None:
+        session = found[check.session_group] if check.session_group else None
+        if check.pid_session and envelope.pid is not None:
             session = f"{envelope.host}/{envelope.program}[{envelope.pid}]"
-        fields = (envelope.time, ip, raw_ip, check.profile.name, rule.name, rule.event)
-        return _make(Login, (*fields, session, invalid))
+        return _make(
+            Login,
+            (envelope.time, ip, raw_ip, check.profile_name, check.rule_name, check.event, session,
+             invalid),
+        )  # fmt: skip
 
 
 class _Check(NamedTuple):
@@ -234,12 +240,17 @@ class _Check(NamedTuple):
 
     fullmatch: Callable[[str], Optional[re.Match]]
     pid: Optional[bool]  # Rule.pid: whether the tag must (True) or must not carry a pid
-    needle: Optional[str]  # what its message must contain; None when the program name has it
+    needle: str  # what its message must contain; empty when the program name has it
     profile: Profile
     rule: Rule
     rule_id: str
-    has_ip: bool
-    has_session: bool
+    profile_name: str
+    rule_name: str
+    event: str
+    form: Optional[str]
+    ip_group: int  # the group numbers of the address and the session id, 0 if none
+    session_group: int
+    pid_session: bool  # the session is the process (Rule.session "pid")
     has_version: bool
 
 
@@ -248,10 +259,12 @@ def _check(profile: Profile, rule: Rule, program: str) -> _Check:
     matches, in the message or (for servers whose lines share no text) in the
     program name; so a message without it is refused before the regex runs."""
     groups = rule.regex.groupindex
-    needle = None if rule.needle in program else rule.needle
+    needle = "" if rule.needle in program else rule.needle
     return _Check(
         rule.regex.fullmatch, rule.pid, needle, profile, rule, f"{profile.name}/{rule.name}",
-        "ip" in groups, "session" in groups, rule.event == SERVER and "version" in groups,
+        profile.name, rule.name, rule.event, rule.form or None, groups.get("ip", 0),
+        groups.get("session", 0), rule.session == "pid",
+        rule.event == SERVER and "version" in groups,
     )  # fmt: skip
 
 
