@@ -296,18 +296,28 @@ def _shortest_needles(needles: Iterable[str]) -> List[bytes]:
     return kept
 
 
-LineSearch = Callable[[bytes], Iterator[re.Match]]
+LineSearch = Callable[[bytes], Iterable[int]]
+
+# Stepping from one occurrence of a pass's first byte to the next (``bytes.find``
+# of one byte is memchr) beats the ``re`` engine's byte-by-byte scan while the
+# byte is rare: up to one occurrence per HIT_SPACING bytes of a block, and at
+# least MIN_HITS (a followed log's small blocks).  Past that the engine takes
+# the rest of the block, and the next ENGINE_BLOCKS blocks go straight to it.
+HIT_SPACING = 2048
+MIN_HITS = 16
+ENGINE_BLOCKS = 64
 
 
 def line_searches(needles: Iterable[bytes]) -> List[LineSearch]:
-    """Searches that together find every needle, each running on to the end of its line.
+    """Searches that together find every needle, each giving the ends of its lines.
 
     A pass of the ``re`` engine costs the same whatever the needle: it steps
     through the whole block to each occurrence of the pattern's first
     literal bytes.  So needles that begin with the same byte share one pass,
     ``prefix(?:rest|rest…)``: the engine skips to their common prefix and
     only there tries the rests.  Needles that begin alike therefore cost one
-    needle, which is how profiles keep the search cheap.
+    needle, which is how profiles keep the search cheap.  A pass whose first
+    byte is rare in the log costs less still (:class:`_Pass`).
     """
     groups: Dict[bytes, List[bytes]] = {}
     for needle in dict.fromkeys(needles):
@@ -317,8 +327,54 @@ def line_searches(needles: Iterable[bytes]) -> List[LineSearch]:
         prefix = _common_prefix(group)
         rests = sorted({needle[len(prefix) :] for needle in group}, key=len, reverse=True)
         tail = b"(?:" + b"|".join(map(re.escape, rests)) + b")" if rests != [b""] else b""
-        searches.append(re.compile(re.escape(prefix) + tail + rb"[^\n]*").finditer)
+        engine = re.compile(re.escape(prefix) + tail + rb"[^\n]*").finditer
+        searches.append(_Pass(tuple(group), engine))
     return searches
+
+
+class _Pass:
+    """The ends of the lines holding one of ``needles`` (which share their first byte).
+
+    While that byte is rare it steps from one occurrence to the next with
+    ``bytes.find`` (memchr, many times faster than the engine's scan) and
+    looks for the needles right there; once it is frequent in a block, the
+    ``re`` engine takes over from where the stepping stopped.  Both give the
+    same lines.
+    """
+
+    __slots__ = ("first", "needles", "engine", "engine_blocks")
+
+    def __init__(self, needles: Tuple[bytes, ...], engine: Callable[..., Iterator[re.Match]]):
+        self.first = needles[0][:1]
+        self.needles = needles
+        self.engine = engine
+        self.engine_blocks = 0 if self.first else -1  # an empty needle: always the engine
+
+    def __call__(self, block: bytes) -> Iterable[int]:
+        if self.engine_blocks:
+            if self.engine_blocks > 0:
+                self.engine_blocks -= 1
+            return map(_END, self.engine(block))
+        first, needles, find, starts = self.first, self.needles, block.find, block.startswith
+        budget = max(MIN_HITS, len(block) // HIT_SPACING)
+        ends: List[int] = []
+        at = find(first)
+        while at >= 0:
+            budget -= 1
+            if budget < 0:
+                self.engine_blocks = ENGINE_BLOCKS
+                ends.extend(map(_END, self.engine(block, at)))
+                break
+            if not starts(needles, at):
+                at = find(first, at + 1)
+                continue
+            end = find(b"\n", at)
+            if end < 0:
+                ends.append(len(block))
+                break
+            ends.append(end)
+            at = find(first, end + 1)
+        return ends
 
 
 def _common_prefix(needles: Sequence[bytes]) -> bytes:
@@ -332,14 +388,15 @@ def _common_prefix(needles: Sequence[bytes]) -> bytes:
 def find_lines(block: bytes, searches: Sequence[LineSearch]) -> List[Tuple[int, int]]:
     """(start, end) of each line of ``block`` holding a needle, in order, newline excluded.
 
-    One pass of the ``re`` engine per needle: it skips to the needle's first
-    byte in C, and every hit runs on to the end of its line, so a line is
-    found once per needle and its end comes with the hit; only the hits cost
-    Python work (two or three for a login line, none for most lines).
+    One pass per first byte of the needles (:func:`line_searches`): the
+    ``re`` engine or memchr skips to that byte in C, and every hit runs on to
+    the end of its line, so a line is found once per pass and its end comes
+    with the hit; only the hits cost Python work (two or three for a login
+    line, none for most lines).
     """
     ends: Set[int] = set()
     for search in searches:
-        ends.update(map(_END, search(block)))  # a line's end, found by any needle
+        ends.update(search(block))  # a line's end, found by any needle
     if block.endswith(b"\n"):
         ends.discard(len(block))  # the empty match an empty needle makes there: no line
     rfind = block.rfind
