@@ -258,10 +258,10 @@ def _check(profile: Profile, rule: Rule, program: str) -> _Check:
     """``program``: the tag it is tried for.  A rule's needle is in every line it
     matches, in the message or (for servers whose lines share no text) in the
     program name; so a message without it is refused before the regex runs."""
-    groups = rule.regex.groupindex
+    groups = rule.match_regex.groupindex
     needle = "" if rule.needle in program else rule.needle
     return _Check(
-        rule.regex.fullmatch, rule.pid, needle, profile, rule, f"{profile.name}/{rule.name}",
+        rule.match_regex.fullmatch, rule.pid, needle, profile, rule, f"{profile.name}/{rule.name}",
         profile.name, rule.name, rule.event, rule.form or None, groups.get("ip", 0),
         groups.get("session", 0), rule.session == "pid",
         rule.event == SERVER and "version" in groups,

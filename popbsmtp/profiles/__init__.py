@@ -36,6 +36,11 @@ EVENTS = (LOGIN, LOGOUT, CONNECT, AUTH, SERVER)
 IP = r"(?P<ip>[0-9A-Fa-f:.]{2,45})"
 # Bounded so that a hostile name cannot make matching quadratic without limit.
 USER = r"(?P<user>.{0,512})"
+# The same field as the matcher runs it: not captured (nothing reads the name),
+# so the repeat is followed straight by the server's closing text and the
+# engine backtracks to that text's first character in one step instead of
+# trying the group's end at every character.
+USER_UNCAPTURED = r".{0,512}"
 # Dotted quad only, for servers that write ``user:address`` or ``address:port``
 # where a colon would make an IPv6 class ambiguous.
 IP4 = r"(?P<ip>[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})"
@@ -78,15 +83,16 @@ class Rule:
     form: str = ""
     also: Tuple[str, ...] = ()
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # What the matcher runs: ``regex`` with the user field not captured (the
+    # same matches, the same other groups).
+    match_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        source = (
-            self.pattern.replace("{ip}", IP)
-            .replace("{ip4}", IP4)
-            .replace("{user}", USER)
-            .replace("{host}", HOSTNAME)
-        )
-        object.__setattr__(self, "regex", re.compile(source, re.ASCII | re.DOTALL))
+        source = self.pattern.replace("{ip}", IP).replace("{ip4}", IP4).replace("{host}", HOSTNAME)
+        flags = re.ASCII | re.DOTALL
+        object.__setattr__(self, "regex", re.compile(source.replace("{user}", USER), flags))
+        uncaptured = re.compile(source.replace("{user}", USER_UNCAPTURED), flags)
+        object.__setattr__(self, "match_regex", uncaptured)
         if self.event not in EVENTS:
             raise ValueError(f"rule {self.name}: event must be one of {', '.join(EVENTS)}")
         if self.session not in (None, "ip", "session", "pid"):
