@@ -52,9 +52,7 @@ class Generation:
             # the head now, not at the next look: a copytruncate may come first
             self.head = block[:HEAD_BYTES]
         self.offset += end
-        # The newlines: what deleting them removes.  bytes.replace steps from one
-        # to the next with memchr, where count() looks at every byte.
-        stats.lines += len(block) - len(block.replace(b"\n", b""))
+        stats.lines += block.count(b"\n")
         if self.skipping and block:
             self.skipping = False
             block = block[block.find(b"\n") + 1 :]  # the tail of an overlong line
