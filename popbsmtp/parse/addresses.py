@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 
 _MAX_TEXT = 64  # the longest IPv6 text form is 45 characters
 _MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
-# Addresses whose ignored-or-not answer is remembered; beyond this the memory
-# starts afresh, so a flood of distinct addresses costs bounded memory.
-KNOWN_KEYS = 16384
 
 
 class InvalidAddress(ValueError):
@@ -104,8 +101,6 @@ class IgnoredNetworks:
     _ranges: Dict[int, Tuple[List[int], List[int]]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    # Answers for keys asked recently: the same clients log in again and again.
-    _known: Dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for iprange in self.networks.iter_ipranges():
@@ -115,15 +110,6 @@ class IgnoredNetworks:
             lasts.append(iprange.last)
 
     def __contains__(self, key: str) -> bool:
-        found = self._known.get(key)
-        if found is None:
-            found = self._search(key)
-            if len(self._known) >= KNOWN_KEYS:
-                self._known.clear()
-            self._known[key] = found
-        return found
-
-    def _search(self, key: str) -> bool:
         packed = socket.inet_pton(socket.AF_INET6 if ":" in key else socket.AF_INET, key)
         if len(packed) not in self._ranges:
             return False
