@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from popbsmtp.parse.matcher import Matcher, find_lines, line_searches
+from popbsmtp.parse.matcher import ENGINE_BLOCKS, Matcher, find_lines, line_searches
 from popbsmtp.profiles import registry
 
 
@@ -74,3 +74,30 @@ def test_needles_that_begin_alike_share_one_pass():
     assert len(searches) == 2
     block = b"a Logged in: user=<x\nb )<\nc Login: user=<y\nd Logg\ne Log\n"
     assert find_lines(block, searches) == reference(block, (b"Login: user=<", b")<", b"Log"))
+
+
+def test_a_rare_first_byte_is_stepped_to_and_a_frequent_one_left_to_the_engine():
+    """Both ways of a pass give the same lines; the engine takes over where the
+    byte is frequent, for the rest of the block and the next blocks."""
+    needles = (b"Killed with signal ", b"Kiss")
+    (search,) = line_searches(needles)
+    lines = [b"noise %d\n" % n for n in range(4000)]  # 48 KiB: 23 occurrences may be stepped to
+    for n in range(0, 4000, 400):
+        lines[n], lines[n + 200] = b"line Killed with signal 15\n", b"noise K\n"
+    rare = b"".join(lines)
+    assert find_lines(rare, [search]) == reference(rare, needles)
+    assert search.engine_blocks == 0  # stepped all the way: a K every few lines is rare
+    frequent = b"K" * 3000 + b"\n" + b"x Killed with signal 9\n" + b"Kiss\n" + b"KK\n"
+    assert find_lines(frequent, [search]) == reference(frequent, needles)
+    assert search.engine_blocks == ENGINE_BLOCKS  # gave up stepping mid-block
+    for _ in range(ENGINE_BLOCKS):
+        assert find_lines(rare, [search]) == reference(rare, needles)
+    assert search.engine_blocks == 0  # the engine's blocks are over: stepping again
+    assert find_lines(rare, [search]) == reference(rare, needles)
+    assert search.engine_blocks == 0
+
+
+def test_stepping_and_the_engine_agree_on_hits_cut_by_the_block_end():
+    for block in (b"a Kil", b"a Killed with signal ", b"Killed with signal \nKill"):
+        needles = (b"Killed with signal ",)
+        assert find_lines(block, line_searches(needles)) == reference(block, needles)
