@@ -334,8 +334,9 @@ class Service:
         while True:
             blocks = self.tail.read_blocks(READ_BUDGET)
             for block in blocks:
-                for login in self.matcher.match_block(block, now):
-                    self.handle(login, now)
+                shown = log.isEnabledFor(logging.INFO)
+                for _, login in self.matcher.match_block_at(block, now):
+                    self.handle(login, now, shown)
                 if self.table.pending() >= PUBLISH_PENDING:
                     self.keeper.publish(self.table, now)  # catching up: bound the pending set
                     _release_memory()
@@ -399,9 +400,15 @@ class Service:
         if capped and not starting:
             log.warning("clock went back; %d grants capped to their window from now", capped)
 
-    def handle(self, found: Login, now: float) -> None:
-        """Apply what the policy decides for one recognised event."""
-        table, shown = self.table, log.isEnabledFor(logging.INFO)
+    def handle(self, found: Login, now: float, shown: Optional[bool] = None) -> None:
+        """Apply what the policy decides for one recognised event.
+
+        ``shown``: whether INFO lines are logged, when the caller asked once
+        for a whole block of events.
+        """
+        table = self.table
+        if shown is None:
+            shown = log.isEnabledFor(logging.INFO)
         for decision in self.policy.decide(found, now, table):
             new = shown and decision.ip is not None and decision.ip not in table
             applied = apply(decision, table)

@@ -90,6 +90,8 @@ def refusal(
         return "ignored network"
     if event.time + window <= now:
         return "too old"
+    if ":" not in event.ip:
+        return None  # IPv4: one address whatever the table
     return ipv6_refusal(event.ip, ipv6_exact_only, ipv6_fix)
 
 
