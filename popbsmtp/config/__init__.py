@@ -278,6 +278,10 @@ class Settings:
     def explain(self) -> List[Tuple[str, str, str]]:
         return [(o.name, self.raw[o.name], self.sources[o.name]) for o in SCHEMA]
 
+    def changed(self, new: Settings, applied: Tuple[str, ...] = ()) -> List[str]:
+        """The options whose text differs in ``new``, other than ``applied``."""
+        return [n for n in new.raw if new.raw[n] != self.raw.get(n) and n not in applied]
+
     def reloaded(self, new: Settings, names: Tuple[str, ...]) -> Settings:
         """These settings with the options ``names`` (and their origins) taken from ``new``."""
         sources = {**self.sources, **{n: new.sources[n] for n in names}}

@@ -21,8 +21,13 @@ from typing import Callable, Dict, Optional
 
 from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
-from popbsmtp.daemon.signals import Requests, SignalWaker, signals_to_main_thread
-from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
+from popbsmtp.daemon.signals import (
+    Requests,
+    SignalWaker,
+    reload_config,
+    signals_to_main_thread,
+)
+from popbsmtp.errors import MapError, SetupError, StartupError
 from popbsmtp.grants.mirror import Mirror
 from popbsmtp.grants.state import StateLock, ensure_dir
 from popbsmtp.maps import MapOptions
@@ -102,7 +107,7 @@ class Front:
             self.wake.wait(self.settings.poll_interval)
             self.wake.clear()
             if requests.take_reload():
-                self._reload()
+                reload_config(self.loader, self._reload)
             if requests.take_statistics():
                 log.info("statistics: %s", json.dumps(self.statistics(), sort_keys=True))
             if not requests.stopping and not self.writer.healthy():
@@ -116,22 +121,12 @@ class Front:
         except MapError as exc:
             log.error("%s (retrying)", exc)
 
-    def _reload(self) -> None:
-        """SIGHUP: re-open the log, apply log_level; other options need a restart."""
-        log.info("SIGHUP: reloading the configuration")
-        notify.reloading()
-        logsetup.reopen()
-        try:
-            if self.loader is not None:
-                new = self.loader()
-                logsetup.set_level(new.log_level)
-                later = [n for n in new.raw if new.raw[n] != self.settings.raw.get(n)]
-                later = [n for n in later if n != "log_level"]
-                if later:
-                    log.warning("changed options need a restart to take effect: %s", later)
-        except (ValueError, PopbsmtpError) as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
-        notify.ready()
+    def _reload(self, new: Settings) -> None:
+        """SIGHUP: apply log_level; other options need a restart."""
+        logsetup.set_level(new.log_level)
+        later = self.settings.changed(new, ("log_level",))
+        if later:
+            log.warning("changed options need a restart to take effect: %s", ", ".join(later))
 
     def statistics(self) -> Dict[str, object]:
         server = self.writer._server

@@ -22,8 +22,13 @@ from typing import Callable, Dict, List, Optional, Union
 from popbsmtp.config import Settings
 from popbsmtp.daemon import logsetup, notify
 from popbsmtp.daemon.reaper import Reaper
-from popbsmtp.daemon.signals import Requests, SignalWaker, signals_to_main_thread
-from popbsmtp.errors import MapError, PopbsmtpError, SetupError, StartupError
+from popbsmtp.daemon.signals import (
+    Requests,
+    SignalWaker,
+    reload_config,
+    signals_to_main_thread,
+)
+from popbsmtp.errors import MapError, SetupError, StartupError
 from popbsmtp.grants import GrantTable, control, when
 from popbsmtp.grants.control import MANUAL, apply_request
 from popbsmtp.grants.saver import Saver
@@ -261,7 +266,7 @@ class Service:
                 if requests.stopping:
                     break
                 if requests.take_reload():
-                    self._reload_from_loader()
+                    reload_config(self.loader, self.reload)
                 self.step()
                 if requests.take_statistics():
                     log.info("statistics: %s", json.dumps(self.statistics(), sort_keys=True))
@@ -272,17 +277,6 @@ class Service:
             waker.close()
             self.shutdown()
 
-    def _reload_from_loader(self) -> None:
-        log.info("SIGHUP: reloading the configuration")
-        notify.reloading()
-        logsetup.reopen()
-        try:
-            if self.loader is not None:
-                self.reload(self.loader())
-        except (ValueError, PopbsmtpError) as exc:  # a bad new config is never applied
-            log.error("reload failed, keeping the running configuration: %s", exc)
-        notify.ready()
-
     def reload(self, settings: Settings) -> None:
         """Apply the reloadable options of ``settings``; no grant is dropped or shortened."""
         matcher = build_matcher(settings)  # raises on an unknown profile: nothing applied
@@ -290,11 +284,10 @@ class Service:
         trust = TrustCheck(matcher.profiles, settings.journal_trust)
         matcher.stats = self.matcher.stats
         self.matcher, self.trust = matcher, trust
-        later = [n for n in settings.raw if settings.raw[n] != self.settings.raw.get(n)]
+        later = self.settings.changed(settings, RELOADABLE)
         self.settings = self.settings.reloaded(settings, RELOADABLE)
         self.policy.reconfigure(settings.grace, ignored)
         logsetup.set_level(settings.log_level)
-        later = [n for n in later if n not in RELOADABLE]
         if later:
             log.warning("changed options need a restart to take effect: %s", ", ".join(later))
         log.info("configuration reloaded; %d clients authorized", len(self.table))

@@ -8,10 +8,17 @@ decides what a signal means (that is cli.py and service.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, TypeVar
+
+from popbsmtp.daemon import logsetup, notify
+from popbsmtp.errors import PopbsmtpError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SignalWaker:
@@ -88,6 +95,20 @@ class Requests:
             waker.poke()
         else:
             self.wake.set()
+
+
+def reload_config(loader: Optional[Callable[[], T]], apply: Callable[[T], None]) -> None:
+    """What a core loop does for SIGHUP: reopen its log, read the config again
+    and ``apply`` it.  A config that does not load is never applied."""
+    log.info("SIGHUP: reloading the configuration")
+    notify.reloading()
+    logsetup.reopen()
+    try:
+        if loader is not None:
+            apply(loader())
+    except (ValueError, PopbsmtpError) as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
+    notify.ready()
 
 
 @contextlib.contextmanager

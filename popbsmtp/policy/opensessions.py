@@ -53,7 +53,6 @@ class Closed(NamedTuple):
 
 
 _FREE = array("q", [EMPTY])
-_FREE8 = _FREE * 8
 
 
 class _Table:
@@ -62,7 +61,7 @@ class _Table:
     __slots__ = ("slots", "mask", "used")
 
     def __init__(self, size: int = 8) -> None:
-        self.slots = _FREE * size if size != 8 else _FREE8[:]  # the usual size: one copy
+        self.slots = _FREE * size
         self.mask = size - 1
         self.used = 0
 
